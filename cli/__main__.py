@@ -1,0 +1,3 @@
+from recstream.main import main
+
+main()

@@ -1,0 +1,114 @@
+"""`recstream demo`: a local broker, one worker and generated users; lists stream to the terminal.
+
+Everything the demo starts (broker if none was running, the worker process, the producer
+thread) it stops again at the end, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from recstream.config.settings import Settings
+from recstream.models.errors import RecstreamError
+from recstream.workers import WorkerProcess
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    duration_s: float | None,
+    n_users: int,
+    n_items: int,
+    rate: float,
+    seed: int,
+    console: Console,
+) -> None:
+    from recstream.admin import ensure_topics
+    from recstream.local_kafka import LocalKafka
+    from recstream.models.synthetic import SyntheticConfig, generate, iter_live
+    from recstream.produce import produce
+    from recstream.tail import iter_lists, render_list
+
+    started_broker = False
+    broker = LocalKafka(settings)
+    if settings.uses_local_broker:
+        if not broker.status().running:
+            console.print("[bold]starting the local Kafka broker[/bold] ...")
+            broker.start()
+            started_broker = True
+        console.print(f"kafka: {broker.status().describe()}")
+    ensure_topics(settings)
+
+    run_dir = Path("var/demo")
+    worker = WorkerProcess(
+        settings,
+        data_dir=run_dir / "worker",
+        web_port=settings.web_port,
+        log_file=run_dir / "worker.log",
+    ).start()
+    console.print(
+        f"worker: log {worker.log_file}, lists at {worker.url}/recommendations/<user_id>/"
+    )
+    stop = threading.Event()
+    sent = {"events": 0}
+
+    # Event time advances with the wall clock: each user emits about every n_users/rate s.
+    config = SyntheticConfig(
+        n_items=n_items, n_users=n_users, seed=seed, mean_gap_s=n_users / max(rate, 0.1)
+    )
+    start_ts = time.time()
+    catalog = generate(dataclasses.replace(config, start_ts=start_ts, events_per_user=1)).items
+    report = produce(settings, "items", list(enumerate(catalog, start=1)))
+    console.print(f"catalog: {report.sent} items published")
+
+    def feed() -> None:
+        live = iter_live(config, start_ts)
+
+        def records() -> Any:
+            for i, event in enumerate(live, start=1):
+                if stop.is_set():
+                    return
+                sent["events"] = i
+                yield i, event
+
+        try:
+            produce(settings, "events", records(), rate=rate)
+        except Exception as exc:
+            console.print(f"[red]producer stopped: {exc}[/red]")
+
+    feeder = threading.Thread(target=feed, name="demo-producer", daemon=True)
+    feeder.start()
+    received = 0
+    last_shown = 0.0
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    try:
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.1)
+        for rec in iter_lists(settings, timeout_s=remaining):
+            received += 1
+            if not worker.alive():
+                raise RecstreamError(f"the worker exited; see {worker.log_file}")
+            if time.monotonic() - last_shown >= 2.0:
+                console.print(render_list(rec))
+                console.print(f"[dim]events sent {sent['events']}, lists received {received}[/dim]")
+                last_shown = time.monotonic()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+    finally:
+        stop.set()
+        feeder.join(timeout=10)
+        code = worker.stop()
+        console.print(f"worker stopped (exit {code})")
+        if started_broker:
+            broker.stop()
+            console.print("kafka: stopped")
+    console.print(
+        f"[bold]demo done:[/bold] {sent['events']} events sent, {received} lists received"
+    )
+    if received == 0:
+        raise RecstreamError(f"no list arrived; see {run_dir / 'worker.log'}")

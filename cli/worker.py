@@ -1,0 +1,27 @@
+"""Running a Faust worker process for the pipeline."""
+
+from __future__ import annotations
+
+import os
+
+from recstream.config.settings import Settings
+
+
+def run_worker(settings: Settings) -> None:
+    """Block running one worker until SIGINT/SIGTERM (Faust handles both cleanly)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import faust
+
+    from recstream.admin import ensure_topics
+    from recstream.agents.pipeline import build_pipeline
+
+    # Source topics must exist with the configured partitions before Faust subscribes.
+    ensure_topics(settings)
+    pipeline = build_pipeline(settings)
+    worker = faust.Worker(
+        pipeline.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        override_logging=True,
+    )
+    worker.execute_from_commandline()

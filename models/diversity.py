@@ -1,0 +1,113 @@
+"""Diversity: maximal marginal relevance (MMR) re-ranking and intra-list diversity.
+
+MMR (Carbonell & Goldstein, 1998) picks items greedily by
+
+    λ·rel_i − (1 − λ)·max_{j ∈ selected} cos(v_i, v_j)
+
+so λ = 1 is pure relevance order and λ = 0 pure novelty (after the first, most relevant, pick).
+Relevance should be on a scale comparable with cosine, e.g. fused scores in [0, 1].
+
+Vectors are item embeddings, one row per candidate. Rows are re-normalised here (zero rows
+stay zero), so cosine is exact even if callers pass slightly non-unit rows; an item without an
+embedding (zero row) has similarity 0 with everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from recstream.models.errors import ValidationError
+
+FloatArray = npt.NDArray[np.float64]
+T = TypeVar("T")
+
+
+def _unit_rows(vectors: npt.ArrayLike, n: int | None = None) -> FloatArray:
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValidationError(f"vectors must be 2-D [n, dim], got shape {v.shape}")
+    if n is not None and v.shape[0] != n:
+        raise ValidationError(f"vectors has {v.shape[0]} rows, expected {n}")
+    if not np.all(np.isfinite(v)):
+        raise ValidationError("vectors contain NaN or infinite entries")
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0.0)
+
+
+def mmr_indices(
+    relevance: npt.ArrayLike, vectors: npt.ArrayLike, k: int, trade_off: float
+) -> list[int]:
+    """Positions (into ``relevance``) of the MMR selection, in pick order.
+
+    ``trade_off`` is λ ∈ [0, 1]. Ties in the MMR objective go to the higher relevance, then the
+    lower position, so λ = 1 reproduces the stable relevance order exactly. Cost O(k·n·dim):
+    the max-similarity to the selected set is updated incrementally with one matrix-vector
+    product per pick. Returns min(k, n) positions without repeats.
+    """
+    rel = np.asarray(relevance, dtype=np.float64)
+    if rel.ndim != 1:
+        raise ValidationError(f"relevance must be 1-D, got shape {rel.shape}")
+    if not np.all(np.isfinite(rel)):
+        raise ValidationError("relevance contains NaN or infinite entries")
+    if not 0.0 <= trade_off <= 1.0:
+        raise ValidationError(f"trade_off must be in [0, 1], got {trade_off}")
+    if k < 0:
+        raise ValidationError(f"k must be ≥ 0, got {k}")
+    v = _unit_rows(vectors, rel.size)
+    n = rel.size
+    picks: list[int] = []
+    available = np.ones(n, dtype=bool)
+    max_sim = np.zeros(n, dtype=np.float64)  # max cosine to the selected set (0 while empty)
+    for step in range(min(k, n)):
+        # At step 0 max_sim is all zeros, so the first pick is the most relevant item (for
+        # λ = 0 every objective ties at 0 and the relevance tie-break decides).
+        objective = trade_off * rel - (1.0 - trade_off) * max_sim
+        objective[~available] = -np.inf
+        best = objective.max()
+        ties = np.flatnonzero(objective == best)
+        pick = int(ties[np.argmax(rel[ties])])  # argmax returns the first (lowest) position
+        picks.append(pick)
+        available[pick] = False
+        sims = v @ v[pick]
+        if step == 0:
+            max_sim = sims
+        else:
+            np.maximum(max_sim, sims, out=max_sim)
+    return picks
+
+
+def mmr(
+    candidate_ids: Sequence[T],
+    relevance: npt.ArrayLike,
+    vectors: npt.ArrayLike,
+    k: int,
+    trade_off: float,
+) -> list[T]:
+    """The ids of the MMR selection of ``k`` candidates, in pick order (see :func:`mmr_indices`).
+
+    ``candidate_ids``, ``relevance`` and the rows of ``vectors`` are aligned.
+    """
+    rel = np.asarray(relevance, dtype=np.float64)
+    if rel.ndim != 1 or rel.size != len(candidate_ids):
+        raise ValidationError(f"relevance must have shape ({len(candidate_ids)},), got {rel.shape}")
+    return [candidate_ids[i] for i in mmr_indices(rel, vectors, k, trade_off)]
+
+
+def intra_list_diversity(vectors: npt.ArrayLike) -> float:
+    """Mean pairwise cosine distance 1 − cos(v_i, v_j) over the pairs i < j of a list.
+
+    Range [0, 2] (0: identical directions). Lists of fewer than two items give 0.0.
+    """
+    v = _unit_rows(vectors)
+    m = v.shape[0]
+    if m < 2:
+        return 0.0
+    # Σ_{i<j} cos = (ΣG − trace G) / 2 for the Gram matrix G = V·Vᵀ, without forming G:
+    # ΣG = ‖Σ_i v_i‖² and trace G = Σ_i ‖v_i‖², both O(m·dim).
+    summed = v.sum(axis=0)
+    pair_cos = (float(summed @ summed) - float(np.einsum("ij,ij->", v, v))) / 2.0
+    return 1.0 - pair_cos / (m * (m - 1) / 2.0)

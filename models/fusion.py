@@ -1,0 +1,194 @@
+"""Multi-signal score fusion: normalise each signal within a request, weight, rank.
+
+Pipeline for one request (n candidates, k signals in registry order):
+
+1. :func:`exclude` drops items the user already consumed;
+2. :func:`normalise_signals` min-max scales each signal column to [0, 1] *within the request*,
+   so signals with different units (cosine, counts, ages) become comparable;
+3. :func:`fuse` computes ``score_i = Σ_k w_k·s_ik`` with ``w`` on the simplex, keeping the
+   per-signal contributions ``w_k·s_ik`` for explanation and for the weight update;
+4. :func:`top_k` orders candidates; :func:`rank` does all four and returns :class:`RankedItem`.
+
+Invariants: normalised signals are finite and in [0, 1]; with weights on the simplex every fused
+score is in [0, 1]; ``scores[i]`` is the left-to-right sum of ``contributions[i, :]``, bit for
+bit, so the explanation adds up to the score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from recstream.models.errors import ValidationError
+from recstream.models.weights import check_simplex
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
+
+#: Contribution key that marks an item placed by exploration instead of by fusion.
+EXPLORATION_KEY = "exploration"
+
+
+@dataclass(frozen=True, slots=True)
+class RankedItem:
+    """One served item.
+
+    ``score``: fused score in [0, 1] (for explored items, the sampled category mean instead).
+    ``contributions``: signal name → w_k·s_k; ``sum(contributions.values()) == score`` up to
+    float rounding. Explored items carry the single key :data:`EXPLORATION_KEY`.
+    ``signals``: signal name → normalised score s_k in [0, 1] as served; the weight update
+    needs these (``d`` and ``μ``) and they cannot be recovered from contributions where
+    w_k = 0. Empty for explored items.
+    """
+
+    item_id: str
+    score: float
+    contributions: dict[str, float]
+    signals: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def explored(self) -> bool:
+        """True when exploration, not fusion, placed this item."""
+        return EXPLORATION_KEY in self.contributions
+
+
+def normalise_signals(raw: npt.ArrayLike) -> FloatArray:
+    """Min-max scale each column of float[n_candidates, k] to [0, 1] within this request.
+
+    Non-finite entries (NaN: the source had no score; ±inf: a source bug) are treated as
+    missing: they are ignored when finding the column's min and max and map to 0, the same as
+    the lowest observed score. A column with fewer than two distinct finite values maps to all
+    zeros: a signal that does not discriminate between this request's candidates carries no
+    ranking information, and zeros keep it out of both the scores and ``d − μ`` (so it cannot
+    gain or lose weight on this request). Returns a new float64 array of the same shape.
+    """
+    x = np.array(raw, dtype=np.float64)  # a copy: we write into it
+    if x.ndim != 2:
+        raise ValidationError(f"raw signals must be 2-D [n_candidates, k], got shape {x.shape}")
+    out = np.zeros_like(x)
+    if x.size == 0:
+        return out
+    finite = np.isfinite(x)
+    # Fill missing entries with +inf/−inf so they never win the min/max of their column.
+    lo = np.where(finite, x, np.inf).min(axis=0)
+    hi = np.where(finite, x, -np.inf).max(axis=0)
+    span = hi - lo  # inf − inf = nan for all-missing columns; treated as constant below
+    live = np.isfinite(span) & (span > 0.0)
+    if np.any(live):
+        scaled = (x[:, live] - lo[live]) / span[live]
+        # Clip guards against 1-ulp overshoot from the division; missing entries → 0.
+        out[:, live] = np.where(finite[:, live], np.clip(scaled, 0.0, 1.0), 0.0)
+    return out
+
+
+def fuse(normalised: npt.ArrayLike, weights: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Fused scores float64[n] and contributions float64[n, k] with contributions = w_k·s_ik.
+
+    ``weights`` must lie on the simplex (ValidationError otherwise). ``scores`` is computed as
+    the left-to-right sum over columns of ``contributions``, so ``scores[i]`` equals
+    ``contributions[i, 0] + contributions[i, 1] + ...`` exactly, not just approximately.
+    """
+    s = np.asarray(normalised, dtype=np.float64)
+    if s.ndim != 2:
+        raise ValidationError(f"signals must be 2-D [n_candidates, k], got shape {s.shape}")
+    w = check_simplex(weights, s.shape[1])
+    if not np.all(np.isfinite(s)):
+        raise ValidationError("normalised signals contain NaN or infinite entries")
+    contributions = s * w  # broadcasts w over rows
+    scores = np.zeros(s.shape[0], dtype=np.float64)
+    # A loop over the k (few) columns, vectorised over the n candidates: fixes the summation
+    # order so the explanation reproduces the score to the last bit.
+    for column in range(s.shape[1]):
+        scores += contributions[:, column]
+    return scores, contributions
+
+
+def top_k(scores: npt.ArrayLike, k: int) -> IntArray:
+    """Indices of the ``k`` highest scores, best first; ties go to the lower index.
+
+    O(n + k log k) via argpartition. NaN scores rank last. Returns fewer than ``k`` indices
+    when there are fewer candidates.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValidationError(f"scores must be 1-D, got shape {s.shape}")
+    if k < 0:
+        raise ValidationError(f"k must be ≥ 0, got {k}")
+    n = s.size
+    if k == 0 or n == 0:
+        return np.zeros(0, dtype=np.intp)
+    key = np.where(np.isnan(s), -np.inf, s)
+    if k >= n:
+        return np.argsort(-key, kind="stable").astype(np.intp)
+    # argpartition picks arbitrarily among ties at the k-th value; take every candidate at or
+    # above that value (in index order) and stable-sort them so the tie rule is deterministic.
+    kth = key[np.argpartition(-key, k - 1)[k - 1]]
+    pool = np.flatnonzero(key >= kth)
+    return pool[np.argsort(-key[pool], kind="stable")[:k]].astype(np.intp)
+
+
+def exclude(item_ids: Sequence[str], consumed: Collection[str]) -> BoolArray:
+    """Keep-mask over ``item_ids``: False for items in ``consumed`` (already seen/bought)."""
+    consumed_set = consumed if isinstance(consumed, set | frozenset) else set(consumed)
+    return np.fromiter(
+        (item not in consumed_set for item in item_ids), dtype=bool, count=len(item_ids)
+    )
+
+
+def rank(
+    item_ids: Sequence[str],
+    raw: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    names: Sequence[str],
+    k: int,
+    consumed: Collection[str] = (),
+) -> list[RankedItem]:
+    """Exclude consumed items, normalise, fuse and return the top ``k`` as RankedItems.
+
+    ``raw``: float[n, len(names)] raw signal scores, rows aligned with ``item_ids``.
+    Consumed items are removed *before* normalising so they cannot set a column's min or max.
+    """
+    x = np.asarray(raw, dtype=np.float64)
+    if x.ndim != 2 or x.shape != (len(item_ids), len(names)):
+        raise ValidationError(
+            f"raw signals must have shape ({len(item_ids)}, {len(names)}), got {x.shape}"
+        )
+    keep = np.flatnonzero(exclude(item_ids, consumed))
+    normalised = normalise_signals(x[keep])
+    scores, contributions = fuse(normalised, weights)
+    ranked: list[RankedItem] = []
+    for row in top_k(scores, k):
+        ranked.append(
+            RankedItem(
+                item_id=item_ids[int(keep[row])],
+                score=float(scores[row]),
+                contributions=dict(zip(names, contributions[row].tolist(), strict=True)),
+                signals=dict(zip(names, normalised[row].tolist(), strict=True)),
+            )
+        )
+    return ranked
+
+
+def feedback_vectors(
+    served: Sequence[RankedItem], consumed_id: str, names: Sequence[str]
+) -> tuple[FloatArray, FloatArray] | None:
+    """``(d, μ)`` for the weight update, from the list as it was served.
+
+    ``d``: signals of the item ``consumed_id``; ``μ``: mean signals of the fused (non-explored)
+    items of the list. None when the item was not served or was placed by exploration: the
+    fusion did not choose an explored item, so feedback on it says nothing about the weights
+    (it belongs to the category posterior instead).
+    """
+    fused = [item for item in served if not item.explored]
+    target = next((item for item in fused if item.item_id == consumed_id), None)
+    if target is None:
+        return None
+    matrix = np.array(
+        [[item.signals.get(name, 0.0) for name in names] for item in fused], dtype=np.float64
+    )
+    d = np.array([target.signals.get(name, 0.0) for name in names], dtype=np.float64)
+    return d, matrix.mean(axis=0)

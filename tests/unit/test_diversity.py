@@ -1,0 +1,117 @@
+"""MMR re-ranking and intra-list diversity."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from recstream.models.diversity import intra_list_diversity, mmr, mmr_indices
+from recstream.models.errors import ValidationError
+
+FAST = settings(max_examples=50, deadline=None)
+
+
+@st.composite
+def mmr_cases(
+    draw: st.DrawFn,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int]:
+    n = draw(st.integers(1, 25))
+    dim = draw(st.integers(1, 6))
+    # Coarse relevance values force ties, which the tie rule must resolve like a stable sort.
+    relevance = draw(arrays(np.float64, n, elements=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0])))
+    vectors = draw(arrays(np.float64, (n, dim), elements=st.floats(-1.0, 1.0)))
+    k = draw(st.integers(0, n + 3))
+    return relevance, vectors, k
+
+
+def naive_mmr(
+    rel: npt.NDArray[np.float64], vectors: npt.NDArray[np.float64], k: int, lam: float
+) -> list[int]:
+    """Textbook MMR, recomputing the max similarity from scratch at every step."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    v = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    picks: list[int] = []
+    # Similarities are computed as v @ v[j], like the implementation, so that both see the same
+    # floating-point values and only the selection logic is compared.
+    sims: dict[int, npt.NDArray[np.float64]] = {}
+    for _ in range(min(k, rel.size)):
+        best, best_key = -1, (-np.inf, -np.inf)
+        for i in range(rel.size):
+            if i in picks:
+                continue
+            redundancy = max((float(sims[j][i]) for j in picks), default=0.0)
+            key = (lam * rel[i] - (1 - lam) * redundancy, rel[i])
+            if key > best_key:  # strict: ties keep the lower index
+                best, best_key = i, key
+        picks.append(best)
+        sims[best] = v @ v[best]
+    return picks
+
+
+@FAST
+@given(mmr_cases())
+def test_mmr_with_lambda_one_is_relevance_order(
+    case: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int],
+) -> None:
+    relevance, vectors, k = case
+    ids = [f"item{i}" for i in range(relevance.size)]
+    expected = [ids[i] for i in np.argsort(-relevance, kind="stable")[:k]]
+    assert mmr(ids, relevance, vectors, k, trade_off=1.0) == expected
+
+
+@FAST
+@given(mmr_cases(), st.sampled_from([0.0, 0.3, 0.7]))
+def test_mmr_matches_naive_reference(
+    case: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int], lam: float
+) -> None:
+    relevance, vectors, k = case
+    picks = mmr_indices(relevance, vectors, k, lam)
+    assert picks == naive_mmr(relevance, vectors, k, lam)
+    assert len(set(picks)) == len(picks) == min(k, relevance.size)
+
+
+def test_mmr_trades_relevance_for_novelty() -> None:
+    # Two near-duplicates on top, one different item a little less relevant.
+    vectors = np.array([[1.0, 0.0], [0.999, 0.0447], [0.0, 1.0]])
+    relevance = np.array([1.0, 0.95, 0.8])
+    ids = [10, 11, 12]
+    assert mmr(ids, relevance, vectors, 2, trade_off=1.0) == [10, 11]
+    assert mmr(ids, relevance, vectors, 2, trade_off=0.5) == [10, 12]
+    assert mmr(ids, relevance, vectors, 3, trade_off=0.0) == [10, 12, 11]
+
+
+def test_mmr_rejects_bad_input() -> None:
+    v = np.eye(2)
+    with pytest.raises(ValidationError):
+        mmr([1, 2], [0.1, 0.2], v, 1, trade_off=1.5)
+    with pytest.raises(ValidationError):
+        mmr([1, 2, 3], [0.1, 0.2], v, 1, trade_off=0.5)
+    with pytest.raises(ValidationError):
+        mmr_indices([0.1, np.nan], v, 1, 0.5)
+    with pytest.raises(ValidationError):
+        mmr_indices([0.1, 0.2], np.eye(3), 1, 0.5)
+
+
+@FAST
+@given(
+    st.integers(0, 12).flatmap(lambda m: arrays(np.float64, (m, 4), elements=st.floats(-1.0, 1.0)))
+)
+def test_intra_list_diversity_is_mean_pairwise_distance(vectors: npt.NDArray[np.float64]) -> None:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    v = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    pairs = list(itertools.combinations(range(len(v)), 2))
+    expected = np.mean([1.0 - v[i] @ v[j] for i, j in pairs]) if pairs else 0.0
+    assert intra_list_diversity(vectors) == pytest.approx(expected, abs=1e-9)
+
+
+def test_intra_list_diversity_known_values() -> None:
+    assert intra_list_diversity(np.array([[1.0, 0.0], [2.0, 0.0]])) == pytest.approx(0.0)
+    assert intra_list_diversity(np.array([[1.0, 0.0], [0.0, 1.0]])) == pytest.approx(1.0)
+    assert intra_list_diversity(np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(2.0)
+    assert intra_list_diversity(np.zeros((1, 3))) == 0.0

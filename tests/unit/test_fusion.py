@@ -1,0 +1,150 @@
+"""Per-request normalisation, weighted fusion with exact contributions, top-k, exclusion, rank."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from recstream.models.errors import ValidationError
+from recstream.models.fusion import (
+    EXPLORATION_KEY,
+    RankedItem,
+    exclude,
+    feedback_vectors,
+    fuse,
+    normalise_signals,
+    rank,
+    top_k,
+)
+from recstream.models.weights import project_to_simplex
+
+FAST = settings(max_examples=50, deadline=None)
+
+# Wide finite range plus the non-finite values a source may emit (missing or broken scores).
+raw_entries = st.one_of(st.floats(-1e6, 1e6), st.sampled_from([np.nan, np.inf, -np.inf]))
+raw_matrices = st.tuples(st.integers(0, 30), st.integers(1, 7)).flatmap(
+    lambda shape: arrays(np.float64, shape, elements=raw_entries)
+)
+
+
+@st.composite
+def fusion_cases(draw: st.DrawFn) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    raw = draw(raw_matrices)
+    w = project_to_simplex(draw(arrays(np.float64, raw.shape[1], elements=st.floats(-3.0, 3.0))))
+    return normalise_signals(raw), w
+
+
+@FAST
+@given(raw_matrices)
+def test_normalised_signals_are_finite_and_in_unit_interval(raw: npt.NDArray[np.float64]) -> None:
+    s = normalise_signals(raw)
+    assert s.shape == raw.shape
+    assert np.all(np.isfinite(s))
+    assert np.all((s >= 0.0) & (s <= 1.0))
+    # Min-max keeps the order of the finite entries within each column.
+    for column in range(raw.shape[1]):
+        x, y = raw[:, column], s[:, column]
+        ok = np.isfinite(x)
+        order = np.argsort(x[ok], kind="stable")
+        assert np.all(np.diff(y[ok][order]) >= 0.0)
+
+
+def test_normalise_known_values_and_choices() -> None:
+    raw = np.array(
+        [
+            [1.0, 7.0, np.nan, 2.0],
+            [3.0, 7.0, np.nan, np.inf],
+            [2.0, 7.0, np.nan, 4.0],
+        ]
+    )
+    s = normalise_signals(raw)
+    np.testing.assert_allclose(s[:, 0], [0.0, 1.0, 0.5])
+    np.testing.assert_array_equal(s[:, 1], 0.0)  # constant column: no information → 0
+    np.testing.assert_array_equal(s[:, 2], 0.0)  # all missing → 0
+    np.testing.assert_array_equal(s[:, 3], [0.0, 0.0, 1.0])  # non-finite = missing → 0
+    assert normalise_signals(np.zeros((0, 3))).shape == (0, 3)
+    with pytest.raises(ValidationError):
+        normalise_signals(np.zeros(3))
+
+
+@FAST
+@given(fusion_cases())
+def test_contributions_add_up_to_scores(
+    case: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]],
+) -> None:
+    s, w = case
+    scores, contributions = fuse(s, w)
+    np.testing.assert_allclose(contributions.sum(axis=1), scores, rtol=0.0, atol=1e-9)
+    np.testing.assert_array_equal(contributions, s * w)
+    if s.shape[0]:
+        # Left-to-right summation order: the identity holds bit for bit.
+        np.testing.assert_array_equal(np.cumsum(contributions, axis=1)[:, -1], scores)
+    assert np.all((scores >= 0.0) & (scores <= 1.0 + 1e-12))
+
+
+def test_fuse_rejects_weights_off_the_simplex() -> None:
+    s = np.array([[0.1, 0.2]])
+    for bad in ([0.5, 0.6], [1.0], [1.5, -0.5], [np.nan, 1.0]):
+        with pytest.raises(ValidationError):
+            fuse(s, bad)
+    with pytest.raises(ValidationError):
+        fuse(np.array([[np.nan, 0.0]]), [0.5, 0.5])
+
+
+@FAST
+@given(
+    arrays(np.float64, st.integers(0, 40), elements=st.sampled_from([0.0, 0.25, 0.5, 1.0])),
+    st.integers(0, 45),
+)
+def test_top_k_matches_stable_sort(scores: npt.NDArray[np.float64], k: int) -> None:
+    # Few distinct values: many ties, which must go to the lower index.
+    expected = np.argsort(-scores, kind="stable")[:k]
+    np.testing.assert_array_equal(top_k(scores, k), expected)
+
+
+def test_top_k_nan_last_and_bad_input() -> None:
+    np.testing.assert_array_equal(top_k([np.nan, 0.1, 0.9], 3), [2, 1, 0])
+    with pytest.raises(ValidationError):
+        top_k([0.1], -1)
+    with pytest.raises(ValidationError):
+        top_k([[0.1]], 1)
+
+
+def test_exclude_mask() -> None:
+    np.testing.assert_array_equal(exclude(["a", "b", "c"], ["b"]), [True, False, True])
+    np.testing.assert_array_equal(exclude(["a"], set()), [True])
+    assert exclude([], {"a"}).shape == (0,)
+
+
+def test_rank_excludes_before_normalising_and_explains() -> None:
+    names = ("sem", "pop")
+    ids = ["a", "b", "c", "d"]
+    raw = np.array([[100.0, 0.0], [1.0, 10.0], [0.0, 5.0], [0.5, 0.0]])
+    ranked = rank(ids, raw, [0.5, 0.5], names, k=3, consumed={"a"})
+    assert [item.item_id for item in ranked] == ["b", "c", "d"]
+    # Without "a", column sem spans [0, 1], so b's normalised sem is 1.0, not 0.01.
+    assert ranked[0].signals == {"sem": 1.0, "pop": 1.0}
+    for item in ranked:
+        assert sum(item.contributions.values()) == pytest.approx(item.score, abs=1e-12)
+        assert not item.explored
+    with pytest.raises(ValidationError):
+        rank(ids, raw[:, :1], [1.0], names, k=3)
+
+
+def test_feedback_vectors_use_served_signals() -> None:
+    served = [
+        RankedItem("a", 0.9, {"x": 0.9, "y": 0.0}, {"x": 1.0, "y": 0.0}),
+        RankedItem("e", 0.4, {EXPLORATION_KEY: 0.4}),
+        RankedItem("b", 0.5, {"x": 0.0, "y": 0.5}, {"x": 0.0, "y": 1.0}),
+    ]
+    result = feedback_vectors(served, "a", ("x", "y"))
+    assert result is not None
+    d, mu = result
+    np.testing.assert_array_equal(d, [1.0, 0.0])
+    np.testing.assert_array_equal(mu, [0.5, 0.5])  # explored item left out of μ
+    assert feedback_vectors(served, "e", ("x", "y")) is None
+    assert feedback_vectors(served, "zzz", ("x", "y")) is None

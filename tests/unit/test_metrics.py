@@ -1,0 +1,167 @@
+"""Tests for recstream.models.metrics: hand-computed cases and invariants."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recstream.models.errors import ValidationError
+from recstream.models.metrics import (
+    MetricAccumulator,
+    catalog_coverage,
+    hit_rate_at_k,
+    intra_list_diversity,
+    ndcg_at_k,
+    novelty,
+    percentiles,
+    recall_at_k,
+    reciprocal_rank,
+)
+
+RANKED = ["a", "b", "c", "d", "e"]
+
+
+def test_hit_rate() -> None:
+    assert hit_rate_at_k(RANKED, "c", 3) == 1.0
+    assert hit_rate_at_k(RANKED, "d", 3) == 0.0
+    assert hit_rate_at_k(RANKED, "z", 10) == 0.0
+    assert hit_rate_at_k(RANKED, "a", 0) == 0.0
+    with pytest.raises(ValidationError):
+        hit_rate_at_k(RANKED, "a", -1)
+
+
+def test_ndcg_single_target() -> None:
+    assert ndcg_at_k(RANKED, {"a"}, 5) == pytest.approx(1.0)
+    assert ndcg_at_k(RANKED, {"c"}, 5) == pytest.approx(1.0 / math.log2(4))
+    assert ndcg_at_k(RANKED, {"c"}, 5) == pytest.approx(0.5)
+    assert ndcg_at_k(RANKED, {"c"}, 2) == 0.0
+    assert ndcg_at_k(RANKED, set(), 5) == 0.0
+
+
+def test_ndcg_multiple_relevant() -> None:
+    # Relevant at ranks 2 and 4: DCG = 1/log2(3) + 1/log2(5); IDCG = 1 + 1/log2(3).
+    expected = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    assert ndcg_at_k(RANKED, {"b", "d"}, 5) == pytest.approx(expected)
+    # k smaller than |relevant|: the ideal list holds only k relevant items.
+    assert ndcg_at_k(["x", "y"], {"x", "y", "z"}, 2) == pytest.approx(1.0)
+
+
+def test_ndcg_counts_repeats_once() -> None:
+    assert ndcg_at_k(["a", "a"], {"a", "b"}, 2) == pytest.approx(1 / (1 + 1 / math.log2(3)))
+
+
+def test_recall() -> None:
+    assert recall_at_k(RANKED, {"a", "e", "z"}, 5) == pytest.approx(2 / 3)
+    assert recall_at_k(RANKED, {"a", "e", "z"}, 1) == pytest.approx(1 / 3)
+    assert recall_at_k(RANKED, set(), 5) == 0.0
+
+
+def test_reciprocal_rank() -> None:
+    assert reciprocal_rank(RANKED, "a") == 1.0
+    assert reciprocal_rank(RANKED, "d") == 0.25
+    assert reciprocal_rank(RANKED, "z") == 0.0
+    assert reciprocal_rank(["a", "b", "a"], "a") == 1.0
+
+
+def test_catalog_coverage() -> None:
+    assert catalog_coverage([["a", "b"], ["b", "c"], []], 10) == pytest.approx(0.3)
+    assert catalog_coverage([], 5) == 0.0
+    with pytest.raises(ValidationError):
+        catalog_coverage([["a"]], 0)
+
+
+def test_novelty() -> None:
+    pop = {"a": 50, "b": 25, "c": 0}
+    # -log2(50/100) = 1, -log2(25/100) = 2, unseen "c" and "d" count as 1 user: -log2(1/100).
+    assert novelty(["a", "b"], pop, 100) == pytest.approx(1.5)
+    assert novelty(["c"], pop, 100) == pytest.approx(math.log2(100))
+    assert novelty(["d", "a"], pop, 100) == pytest.approx((math.log2(100) + 1) / 2)
+    assert novelty([], pop, 100) == 0.0
+    with pytest.raises(ValidationError):
+        novelty(["a"], {"a": 101}, 100)
+
+
+def test_intra_list_diversity() -> None:
+    orthogonal = [np.array([1.0, 0.0]), np.array([0.0, 2.0])]
+    assert intra_list_diversity(orthogonal) == pytest.approx(1.0)
+    same = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    assert intra_list_diversity(same) == pytest.approx(0.0)
+    # Pairs: (x, y) -> 1, (x, -x) -> 2, (y, -x) -> 1; mean 4/3.
+    mixed = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    assert intra_list_diversity(mixed) == pytest.approx(4 / 3)
+    assert intra_list_diversity([np.array([1.0, 0.0])]) == 0.0
+    assert intra_list_diversity([]) == 0.0
+    with pytest.raises(ValidationError):
+        intra_list_diversity([np.zeros(2), np.ones(2)])
+
+
+def test_percentiles() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    out = percentiles(values)
+    assert list(out) == [50, 95, 99]
+    assert out[50] == pytest.approx(50.5)
+    assert out[95] == pytest.approx(95.05)
+    assert out[99] == pytest.approx(99.01)
+    assert percentiles([3.0], [0, 100]) == {0: 3.0, 100: 3.0}
+    assert all(math.isnan(v) for v in percentiles([]).values())
+    with pytest.raises(ValidationError):
+        percentiles([1.0], [101])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    ranked=st.lists(st.sampled_from("abcdefgh"), max_size=8),
+    relevant=st.sets(st.sampled_from("abcdefgh")),
+    k=st.integers(0, 10),
+)
+def test_metric_ranges(ranked: list[str], relevant: set[str], k: int) -> None:
+    for value in (ndcg_at_k(ranked, relevant, k), recall_at_k(ranked, relevant, k)):
+        assert 0.0 <= value <= 1.0 + 1e-12
+    for target in relevant:
+        assert hit_rate_at_k(ranked, target, k) == (1.0 if target in ranked[:k] else 0.0)
+        # With one relevant item, NDCG is positive exactly when it is a hit.
+        assert (ndcg_at_k(ranked, {target}, k) > 0) == (hit_rate_at_k(ranked, target, k) == 1)
+
+
+def test_accumulator_overall_cold_and_slices() -> None:
+    acc = MetricAccumulator(k=3, catalog_size=10)
+    acc.update("u1", 0.0, ["a", "b", "c", "d"], "a", False)  # rank 1
+    acc.update("u2", 10.0, ["a", "b", "c"], "c", True)  # rank 3
+    acc.update("u1", 20.0, ["x", "y", "z"], "d", False)  # miss (d is beyond k in no list)
+    acc.update("u3", 40.0, ["a", "d", "e", "c"], "c", True)  # rank 4 > k: miss
+    assert len(acc) == 4
+    report = acc.report(n_slices=2)
+    assert report.overall.n == 4 and report.overall.n_users == 3
+    assert report.overall.hit_rate == pytest.approx(0.5)
+    assert report.overall.ndcg == pytest.approx((1.0 + 0.5) / 4)
+    assert report.overall.mrr == pytest.approx((1.0 + 1 / 3) / 4)
+    # Distinct items in the top-3 lists: a b c x y z d e -> 8 of 10.
+    assert report.overall.coverage == pytest.approx(0.8)
+    assert report.cold_start.n == 2 and report.cold_start.hit_rate == pytest.approx(0.5)
+    assert report.warm.n == 2 and report.warm.mrr == pytest.approx(0.5)
+    first, second = report.slices
+    assert (first.start_ts, first.end_ts, second.end_ts) == (0.0, 20.0, 40.0)
+    assert first.summary.n == 2  # ts 0 and 10
+    assert second.summary.n == 2  # ts 20 (the edge) and 40 (the end, included)
+    assert report.to_dict()["k"] == 3
+
+
+def test_accumulator_empty_and_validation() -> None:
+    acc = MetricAccumulator(k=5)
+    report = acc.report(n_slices=4)
+    assert report.overall.n == 0 and math.isnan(report.overall.hit_rate)
+    assert report.overall.coverage is None and report.slices == []
+    acc.update("u", 5.0, ["a"], "a", False)
+    single = acc.report(n_slices=3)
+    assert [s.summary.n for s in single.slices] == [1, 0, 0]
+    assert math.isnan(single.slices[1].summary.ndcg)
+    with pytest.raises(ValidationError):
+        MetricAccumulator(k=0)
+    with pytest.raises(ValidationError):
+        acc.report(n_slices=0)
+    with pytest.raises(ValidationError):
+        acc.update("u", math.nan, ["a"], "a", False)

@@ -1,0 +1,46 @@
+"""The settings object: defaults, environment overrides, validation, immutability."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from recstream.config.settings import Settings
+
+
+def test_defaults_are_documented_and_sane() -> None:
+    s = Settings()
+    assert s.events_partitions == 8
+    assert s.bootstrap_servers == f"127.0.0.1:{s.kafka_port}"
+    assert s.uses_local_broker
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"setting {name} has no documentation"
+
+
+def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSTREAM_BOOTSTRAP", "broker:9092")
+    monkeypatch.setenv("RECSTREAM_EVENTS_PARTITIONS", "16")
+    monkeypatch.setenv("RECSTREAM_TOPIC_PREFIX", "t1-")
+    s = Settings()
+    assert s.bootstrap_servers == "broker:9092" and not s.uses_local_broker
+    assert s.events_partitions == 16
+    assert s.topic(s.events_topic) == "t1-events"
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSTREAM_EVENTS_PARTITIONS", "0")
+    with pytest.raises(pydantic.ValidationError, match="events_partitions"):
+        Settings()
+
+
+def test_store_and_port_consistency() -> None:
+    with pytest.raises(pydantic.ValidationError, match="store"):
+        Settings(store="redis://")
+    with pytest.raises(pydantic.ValidationError, match="must differ"):
+        Settings(kafka_port=9000, kafka_controller_port=9000)
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(pydantic.ValidationError):
+        s.top_k = 5  # type: ignore[misc]
