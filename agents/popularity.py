@@ -17,6 +17,7 @@ from recstream.agents.tables import Tables
 from recstream.config.settings import Settings
 from recstream.models import decay
 from recstream.models.popularity import ItemPopularity, merge_top
+from recstream.streams.records import ItemHit
 from recstream.streams.topics import Topics
 
 
@@ -43,6 +44,9 @@ def register_popularity(
     async def popularity(stream: faust.StreamT) -> None:
         async for event in stream.events():
             hit = event.value
+            if hit.flush:
+                broadcast(event.message.partition)
+                continue
             raw = tables.item_popularity.get(hit.item_id)
             state = ItemPopularity.from_bytes(raw) if raw else ItemPopularity()
             if not state.update(hit.event_id, hit.weight, hit.ts, rate, settings.dedupe_capacity):
@@ -52,5 +56,17 @@ def register_popularity(
             pending.setdefault(partition, {})[hit.item_id] = state.log_mass
             if time.monotonic() - last_broadcast.get(partition, 0.0) >= interval:
                 broadcast(partition)
+
+    @app.timer(interval=interval)
+    async def flush_popular() -> None:
+        # Tables backed by RocksDB accept writes only inside a stream event, so a quiet
+        # partition's pending changes are flushed by a control record sent to it.
+        now = time.monotonic()
+        for partition in list(pending):
+            if now - last_broadcast.get(partition, 0.0) >= interval:
+                await topics.item_hits.send(
+                    value=ItemHit(item_id="", event_id="", ts=0.0, weight=0.0, flush=True),
+                    partition=partition,
+                )
 
     return popularity

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from recstream.config.settings import Settings
 from recstream.models.interest_state import InterestParams, InterestState
 
@@ -32,10 +34,13 @@ def top_interests(state: InterestState, at_ts: float, n: int) -> list[dict[str, 
 
 def user_summary(state: InterestState) -> dict[str, object]:
     """A JSON-able view of a user's state (GET /users/{user_id})."""
+    blob = state.to_bytes()
     return {
         "event_count": state.event_count,
         "last_ts": state.last_ts,
         "last_event_id": state.last_event_id,
         "top_interests": top_interests(state, state.last_ts, 10),
-        "state_bytes": len(state.to_bytes()),
+        "state_bytes": len(blob),
+        # Equal digests mean byte-identical state (restart and recovery checks use it).
+        "digest": hashlib.sha256(blob).hexdigest(),
     }

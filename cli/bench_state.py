@@ -13,6 +13,7 @@ import uuid
 
 import numpy as np
 
+from recstream.models.errors import ValidationError
 from recstream.models.interest_state import InterestEvent, InterestParams, InterestState
 
 # Event mix of the synthetic generator's defaults (models/synthetic.py), so the bench exercises
@@ -39,7 +40,7 @@ def run_state_bench(
     Deterministic inputs for a given seed; timings depend on the machine.
     """
     if n_users < 1 or events_per_user < 1 or dim < 1:
-        raise ValueError("n_users, events_per_user and dim must be >= 1")
+        raise ValidationError("n_users, events_per_user and dim must be >= 1")
     rng = np.random.default_rng(seed)
     params = InterestParams(dim=dim)
     item_vecs = _unit_rows(rng, _N_ITEMS, dim)

@@ -25,18 +25,18 @@ import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 # huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported (via sentence-transformers).
 # Set it before that import so no code path ever tries to reach a model hub; an explicit value in
 # the environment still wins.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from recstream.models.errors import ModelError, ValidationError  # noqa: E402
-from recstream.models.item_text import clean_text  # noqa: E402
+from recstream.models.errors import ModelError, ValidationError
+from recstream.models.item_text import clean_text
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -48,6 +48,7 @@ DEFAULT_MODEL: Final = "default"
 # folder is called "model", which would say nothing.
 DEFAULT_MODEL_NAME: Final = "all-MiniLM-L6-v2"
 
+Backend = Literal["torch", "onnx", "openvino"]
 _BACKENDS: Final = ("torch", "onnx", "openvino")
 _PRECISIONS: Final = ("auto", "fp32", "fp16", "bf16")
 # Modules each optional backend needs, and the pip extra that installs them.
@@ -156,7 +157,7 @@ class TextEncoder:
             missing = [m for m in modules if not _module_available(m)]
             if missing:
                 raise ModelError(
-                    f"backend {backend!r} needs {', '.join(missing)} which is not installed; "
+                    f"backend {backend!r} needs {', '.join(missing)}, not installed here; "
                     f"install it with: pip install '{extra}'"
                 )
 
@@ -203,7 +204,8 @@ class TextEncoder:
         try:
             from sentence_transformers import SentenceTransformer
 
-            model = SentenceTransformer(path, device=self._device, backend=self._backend)
+            backend = cast(Backend, self._backend)  # validated against _BACKENDS in __init__
+            model = SentenceTransformer(path, device=self._device, backend=backend)
             if self._precision == "fp16":
                 model.half()
             elif self._precision == "bf16":
@@ -320,7 +322,9 @@ class TextEncoder:
                     normalize_embeddings=False,
                 )
         except Exception as exc:  # CUDA OOM, tokenizer and backend errors alike
-            raise ModelError(f"encoding {len(batch)} texts with {self.model_id} failed: {exc}") from exc
+            raise ModelError(
+                f"encoding {len(batch)} texts with {self.model_id} failed: {exc}"
+            ) from exc
 
         # Normalise in float32 even when the model ran in fp16/bf16: a half-precision norm loses
         # about three decimal digits.

@@ -43,14 +43,17 @@ Bookkeeping
     one candidate item (probability ≈ max_consumed / 2³² per candidate), never corrupt state.
 
 Serialized size (to_bytes): 50 + len(last_event_id) + 8·dim + 8·n_dedupe + 4·n_consumed
-+ Σ_categories (9 + len(label)) bytes. For dim = 384 and 50 events ≈ 3.9 KB; at full default
-capacity (256 event ids, 500 items) ≈ 7.2 KB plus categories.
++ Σ_categories (9 + len(label)) bytes. For dim = 384 and 50 events ≈ 4.0 KB (36-character
+event ids, ~18 categories: cli/bench_state.py); at full default capacity (256 event ids, 500
+items) ≈ 7.2 KB plus categories. Evidence is stored as float32 relative to λ_e·last_ts, so a
+round trip changes each evidence mass by a relative ≈ 6e-8·|ln(mass at last_ts)|.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import struct
 import zlib
 from collections import deque
@@ -144,7 +147,10 @@ class InterestParams:
     dim: int = 384
     dedupe_capacity: int = 256
     max_consumed: int = 500
-    event_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_EVENT_WEIGHTS)
+    # hash=False: a mapping is unhashable, and params should still work as a dict key.
+    event_weights: Mapping[str, float] = field(
+        default_factory=lambda: DEFAULT_EVENT_WEIGHTS, hash=False
+    )
     rating_high: float = 4.0
     rating_low: float = 2.0
     rating_positive: float = 4.0
@@ -171,6 +177,8 @@ class InterestParams:
         if bad:
             raise ValidationError(f"event_weights must be finite; bad: {sorted(bad)}")
         object.__setattr__(self, "event_weights", weights)
+        object.__setattr__(self, "text_event_types", frozenset(self.text_event_types))
+        object.__setattr__(self, "consumed_event_types", frozenset(self.consumed_event_types))
         ratings = (self.rating_positive, self.rating_negative, self.rating_neutral)
         if not all(math.isfinite(x) for x in (*ratings, self.rating_high, self.rating_low)):
             raise ValidationError("rating thresholds and weights must be finite")
@@ -187,7 +195,8 @@ class InterestParams:
         return self.evidence_half_life_s
 
     def weight_of(self, event_type: str, value: float | None = None) -> float:
-        """The signed weight of an event; "rate" needs `value`. Unknown types: ValidationError."""
+        """The signed weight of an event type (exact, case-sensitive match); "rate" needs
+        `value`. Unknown types raise ValidationError rather than silently weighing nothing."""
         w = self.event_weights.get(event_type)
         if w is not None:
             return w
@@ -237,12 +246,22 @@ class InterestEvent:
             raise ValidationError(f"event_id must be a non-empty str or None: {self.event_id!r}")
         if not isinstance(self.event_type, str) or not self.event_type:
             raise ValidationError(f"event_type must be a non-empty str: {self.event_type!r}")
+        if isinstance(self.ts, bool) or not isinstance(self.ts, numbers.Real):
+            raise ValidationError(f"event time ts must be a number (s), got {self.ts!r}")
         if not math.isfinite(self.ts):
             raise ValidationError(f"event time ts must be finite (s), got {self.ts!r}")
         if self.item_id is not None and (not isinstance(self.item_id, str) or not self.item_id):
             raise ValidationError(f"item_id must be a non-empty str or None: {self.item_id!r}")
-        if self.value is not None and not math.isfinite(self.value):
+        if self.value is not None and (
+            isinstance(self.value, bool)
+            or not isinstance(self.value, numbers.Real)
+            or not math.isfinite(self.value)
+        ):
             raise ValidationError(f"value must be finite or None, got {self.value!r}")
+        # Canonical Python floats (numpy scalars are accepted): cheaper arithmetic downstream.
+        object.__setattr__(self, "ts", float(self.ts))
+        if self.value is not None:
+            object.__setattr__(self, "value", float(self.value))
 
 
 # magic, version, flags, dim, n_dedupe, n_consumed, n_categories, fingerprint, event_count,
@@ -460,6 +479,8 @@ class InterestState:
         self._vl += v * np.float32(coef)
 
     def _add_evidence(self, category: str, weight: float, ts: float) -> None:
+        if weight == 0.0:  # a tiny share times a weight can underflow; log(0) would raise
+            return
         masses = self._pos if weight > 0.0 else self._neg
         term = math.log(abs(weight)) + self._rate_e * ts
         masses[category] = decay.logaddexp(masses.get(category, _NEG_INF), term)
@@ -478,8 +499,9 @@ class InterestState:
         item_vec: the item's embedding (dim,), weighted by the event weight w. categories: the
         item's categories, sharing |w| as evidence. text_vec: an embedded query/review (dim,),
         weighted by w for text_event_types (search) and by review_text_weight·sign(w)
-        otherwise. text_categories: category -> non-negative share of the text's evidence
-        (e.g. interest_posterior.category_evidence_from_text), scaled by the text weight.
+        otherwise. text_categories: category -> share in [0, 1] of the text's evidence (need
+        not sum to 1), scaled by the text weight; e.g.
+        dict(zip(labels, category_evidence_from_text(text_vec, centroids))).
         All inputs are validated before anything changes (ValidationError): the update is
         all-or-nothing.
         """
@@ -510,8 +532,10 @@ class InterestState:
             for c, share in text_categories.items():
                 if not isinstance(c, str) or not c or len(c.encode()) > 255:
                     raise ValidationError(f"category labels must be 1–255 UTF-8 bytes: {c!r}")
-                if not (math.isfinite(share) and share >= 0.0):
-                    raise ValidationError(f"text_categories shares must be >= 0: {c!r}={share}")
+                if not 0.0 <= share <= 1.0:  # also refuses NaN
+                    raise ValidationError(
+                        f"text_categories shares must be in [0, 1]: {c!r}={share}"
+                    )
                 if share > 0.0:
                     shares[c] = share
 
@@ -759,9 +783,9 @@ class InterestState:
             raise StateError(f"truncated or malformed interest state: {exc}") from None
         if off != len(body):
             raise StateError(f"interest state has {len(body) - off} trailing bytes")
-        _check_state_values(count, last_ts, l_short, vs, l_long, vl, recent, consumed, labels)
-        if not (np.all(pos < np.inf) and np.all(neg < np.inf)):  # also false for NaN
-            raise StateError("interest state evidence holds NaN or +inf")
+        _check_state_values(
+            count, last_ts, l_short, vs, l_long, vl, recent, consumed, labels, pos, neg
+        )
         state = cls(p)
         state._count = count
         state._last_ts = last_ts
@@ -829,6 +853,8 @@ def _check_state_values(
     recent: list[int],
     consumed: list[int],
     labels: list[str],
+    pos: npt.NDArray[np.float64],
+    neg: npt.NDArray[np.float64],
 ) -> None:
     """Semantic checks on decoded fields: StateError if they cannot come from to_bytes."""
     if (count == 0) != (last_ts == _NEG_INF) or math.isnan(last_ts) or last_ts == math.inf:
@@ -844,5 +870,9 @@ def _check_state_values(
         raise StateError("interest state id windows hold duplicates")
     if len(set(labels)) != len(labels) or not all(labels):
         raise StateError("interest state category labels are empty or duplicated")
+    if np.any((pos == -np.inf) & (neg == -np.inf)):
+        raise StateError("interest state lists a category without evidence")
     if labels and count == 0:
         raise StateError("interest state has evidence but no events")
+    if not (np.all(pos < np.inf) and np.all(neg < np.inf)):  # also false for NaN
+        raise StateError("interest state evidence holds NaN or +inf")

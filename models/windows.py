@@ -10,6 +10,9 @@ multiple of step; it also truncates to whole seconds. We therefore require size_
 whole multiple of step_s, and then, for whole-second sizes and timestamps >= 0, the starts
 below equal Faust's (tests/unit/test_windows.py checks this against Faust itself). Faust
 reports a window's end as start + size − 0.1; here the end is exclusive instead.
+
+Starts are computed as k·step_s in floating point, and the window of ts is the last k with
+k·step_s <= ts (as floats compute it). For whole-second steps this is exact arithmetic.
 """
 
 from __future__ import annotations

@@ -61,9 +61,14 @@ class DeadLetter(faust.Record, include_metadata=False, serializer="json"):
 
 
 class ItemHit(faust.Record, include_metadata=False, serializer="json"):
-    """Internal: one interaction with an item, repartitioned by item_id for popularity."""
+    """Internal: one interaction with an item, repartitioned by item_id for popularity.
+
+    `flush=True` marks a control record (sent by a timer to one partition) that makes the
+    partition's owner broadcast its pending popularity changes; it carries no interaction.
+    """
 
     item_id: str
     event_id: str
     ts: float
     weight: float
+    flush: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -190,6 +191,15 @@ def test_weights_and_ratings() -> None:
 def test_event_validation(args: tuple[object, ...]) -> None:
     with pytest.raises(ValidationError):
         InterestEvent(*args)
+
+
+def test_params_hash_and_events_take_numpy_numbers() -> None:
+    assert hash(InterestParams()) == hash(InterestParams())
+    assert InterestParams(consumed_event_types={"view"}).consumed_event_types == {"view"}
+    e = InterestEvent("a", "rate", np.float32(T0), "i", np.int64(4))
+    assert InterestState(PARAMS).update(e)
+    with pytest.raises(ValidationError):
+        InterestEvent("a", "view", True)
 
 
 # ----------------------------------------------------------------------------- decay math
@@ -390,8 +400,6 @@ def test_valid_checksum_with_bad_values_raises_state_error() -> None:
     blob = bytearray(state_of(build([("view", 0.0, 1, 0.0)])).to_bytes()[:-4])
     header = 46 + len(b"e0")
     blob[header : header + 4] = struct.pack("<f", math.nan)
-    import zlib
-
     blob += struct.pack("<I", zlib.crc32(bytes(blob)))
     with pytest.raises(StateError):
         InterestState.from_bytes(bytes(blob), PARAMS)
