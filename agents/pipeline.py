@@ -13,9 +13,12 @@ from dataclasses import dataclass
 import faust
 
 from recstream.agents.catalog import register_catalog
+from recstream.agents.covisit import register_covisit
+from recstream.agents.embedding import EmbeddingRuntime
 from recstream.agents.events import register_events
 from recstream.agents.popularity import register_popularity
 from recstream.agents.publisher import ListPublisher, register_publisher
+from recstream.agents.ranking import FusedRanker
 from recstream.agents.tables import Tables, declare_tables
 from recstream.agents.web import register_web
 from recstream.config.settings import Settings
@@ -31,17 +34,22 @@ class Pipeline:
     tables: Tables
     agents: dict[str, faust.types.AgentT]
     publisher: ListPublisher
+    runtime: EmbeddingRuntime
+    ranker: FusedRanker
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
     app = create_app(settings)
     topics = declare_topics(app, settings)
-    tables = declare_tables(app, settings)
-    publisher = ListPublisher(app, settings, topics, tables)
+    runtime = EmbeddingRuntime(settings)
+    tables = declare_tables(app, settings, on_catalog_change=runtime.on_catalog_changelog)
+    ranker = FusedRanker(settings, tables, runtime)
+    publisher = ListPublisher(app, settings, topics, tables, ranker)
     agents: dict[str, faust.types.AgentT] = {}
-    agents["events"] = register_events(app, settings, topics, tables, publisher)
+    agents.update(register_events(app, settings, topics, tables, publisher, runtime, ranker))
     agents["popularity"] = register_popularity(app, settings, topics, tables)
-    agents["catalog"] = register_catalog(app, settings, topics, tables)
+    agents["covisit"] = register_covisit(app, settings, topics, tables)
+    agents.update(register_catalog(app, settings, topics, tables, runtime))
     agents["latest_lists"] = register_publisher(app, settings, topics, tables, publisher)
-    register_web(app, settings, tables)
-    return Pipeline(app, settings, topics, tables, agents, publisher)
+    register_web(app, settings, tables, runtime, ranker)
+    return Pipeline(app, settings, topics, tables, agents, publisher, runtime, ranker)

@@ -15,6 +15,7 @@ from typing import Any
 import faust
 
 from recstream.agents.state import interest_params, load_user_state, top_interests
+from recstream.agents.ranking import NAMES, FusedRanker, UserRanking, rec_seed
 from recstream.agents.tables import Tables
 from recstream.config.settings import Settings
 from recstream.models import decay
@@ -24,13 +25,23 @@ from recstream.streams.records import AsOf, Recommendation, RecommendedItem
 from recstream.streams.topics import Topics
 
 POPULARITY = "popularity"
+FUSED = "fused"
+SERVED_LISTS_KEPT = 3
 
 
 class ListPublisher:
     """Computes a user's list with the configured ranker and sends it, debounced."""
 
-    def __init__(self, app: faust.App, settings: Settings, topics: Topics, tables: Tables) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        topics: Topics,
+        tables: Tables,
+        ranker: FusedRanker,
+    ) -> None:
         self.settings = settings
+        self.ranker = ranker
         self.topics = topics
         self.tables = tables
         self.params = interest_params(settings)
@@ -43,6 +54,40 @@ class ListPublisher:
 
     def build(self, user_id: str, state: InterestState, event_id: str) -> Recommendation:
         """The list for `user_id` as of its last applied event (pure reads of the tables)."""
+        if self.settings.ranker == "fused":
+            return self.build_fused(user_id, state, event_id)
+        return self.build_popularity(user_id, state, event_id)
+
+    def build_fused(self, user_id: str, state: InterestState, event_id: str) -> Recommendation:
+        ranking = UserRanking.load(self.tables.user_ranking.get(user_id))
+        ranked, weights, bounds = self.ranker.rank(
+            user_id, state, ranking, rec_seed(user_id, event_id)
+        )
+        catalog = self.tables.catalog
+        return Recommendation(
+            user_id=user_id,
+            rec_id=uuid.uuid4().hex,
+            ts=time.time(),
+            as_of=AsOf(event_id=event_id, ts=state.last_ts),
+            ranker=FUSED,
+            items=[
+                RecommendedItem(
+                    item_id=r.item_id,
+                    score=r.score,
+                    contributions=r.contributions,
+                    title=(catalog.get(r.item_id) or {}).get("title"),
+                    signals=r.signals or None,
+                )
+                for r in ranked
+            ],
+            weights=weights,
+            top_interests=top_interests(state, state.last_ts, 3),
+            signal_bounds=bounds,
+        )
+
+    def build_popularity(
+        self, user_id: str, state: InterestState, event_id: str
+    ) -> Recommendation:
         at_ts = state.last_ts
         catalog = self.tables.catalog
         snapshots = [v for v in self.tables.popular_top.values() if v]
@@ -116,13 +161,28 @@ def register_publisher(
     tables: Tables,
     publisher: ListPublisher,
 ) -> faust.types.AgentT:
-    """Materialises the latest list per user (served at GET /recommendations/{user_id})."""
+    """Materialises the latest list per user (served at GET /recommendations/{user_id}) and
+    the last few served lists with their signals (read when feedback arrives)."""
 
     @app.agent(topics.recommendations, name=f"{settings.app_id}.latest-lists", concurrency=1)
     async def latest_lists(stream: faust.StreamT) -> None:
         async for rec in stream:
-            value: dict[str, Any] = rec.asdict() if hasattr(rec, "asdict") else dict(rec)
-            tables.latest_lists[rec.user_id] = _plain(value)
+            value: dict[str, Any] = _plain(rec)
+            tables.latest_lists[rec.user_id] = value
+            if rec.ranker != FUSED or not rec.signal_bounds:
+                continue
+            record = {
+                "rec_id": rec.rec_id,
+                "items": {
+                    i["item_id"]: [i["signals"].get(n, 0.0) for n in NAMES]
+                    for i in value["items"]
+                    if i.get("signals")
+                },
+                "lo": rec.signal_bounds["lo"],
+                "hi": rec.signal_bounds["hi"],
+            }
+            kept = (tables.served_lists.get(rec.user_id) or {}).get("lists") or []
+            tables.served_lists[rec.user_id] = {"lists": [*kept, record][-SERVED_LISTS_KEPT:]}
 
     return latest_lists
 

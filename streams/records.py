@@ -23,6 +23,8 @@ class RecommendedItem(faust.Record, include_metadata=False, serializer="json"):
     score: float
     contributions: dict[str, float]
     title: str | None = None
+    signals: dict[str, float] | None = None
+    """Normalised signal values in [0, 1] as served (the weight update's d and μ)."""
 
 
 class Recommendation(faust.Record, include_metadata=False, serializer="json"):
@@ -39,6 +41,8 @@ class Recommendation(faust.Record, include_metadata=False, serializer="json"):
     items: list[RecommendedItem]
     weights: dict[str, float]
     top_interests: list[dict[str, float | str]]
+    signal_bounds: dict[str, list[float]] | None = None
+    """Raw per-signal min/max over the list's candidates (scale for feedback off the list)."""
 
 
 class DeadLetter(faust.Record, include_metadata=False, serializer="json"):
@@ -72,3 +76,47 @@ class ItemHit(faust.Record, include_metadata=False, serializer="json"):
     ts: float
     weight: float
     flush: bool = False
+
+
+class EmbedRequest(faust.Record, include_metadata=False, serializer="json"):
+    """Internal: an item text to embed (keyed by item_id). `text_key` = model id + text hash."""
+
+    item_id: str
+    text: str
+    text_key: str
+
+
+class ItemVector(faust.Record, include_metadata=False, serializer="json"):
+    """Internal: an item's embedding (base64 float32, L2-normalised) for `text_key`."""
+
+    item_id: str
+    text_key: str
+    vec: str | None
+
+
+class UserText(faust.Record, include_metadata=False, serializer="json"):
+    """Internal: a validated event with text, waiting for its embedding (keyed by user_id).
+
+    `event` is the validated event as JSON; `event_id` its (possibly derived) id.
+    """
+
+    event: str
+    event_id: str
+    text_key: str
+
+
+class EmbeddedText(faust.Record, include_metadata=False, serializer="json"):
+    """Internal: an event with text and the text's embedding, ready for the user state."""
+
+    event: str
+    event_id: str
+    vec: str | None
+
+
+class CoVisitPair(faust.Record, include_metadata=False, serializer="json"):
+    """Internal: a decayed co-visitation increment item → neighbour (keyed by item_id)."""
+
+    item_id: str
+    neighbour_id: str
+    weight: float
+    ts: float

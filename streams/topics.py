@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 
 from recstream.config.settings import Settings
-from recstream.streams.records import DeadLetter, ItemHit, Recommendation
+from recstream.streams.records import (
+    CoVisitPair,
+    DeadLetter,
+    EmbeddedText,
+    EmbedRequest,
+    ItemHit,
+    ItemVector,
+    Recommendation,
+    UserText,
+)
 
 
 @dataclass(frozen=True)
@@ -23,10 +33,33 @@ class Topics:
     recommendations: faust.TopicT
     dead_letters: faust.TopicT
     item_hits: faust.TopicT
+    item_embed: faust.TopicT
+    item_vectors: faust.TopicT
+    user_texts: faust.TopicT
+    user_text_vectors: faust.TopicT
+    covisit_pairs: faust.TopicT
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+
+    def internal(name: str, value_type: type, partitions: int) -> faust.TopicT:
+        # Keyed like their source topic, with the same partition count, so that every hop
+        # stays on the partition (and worker) that owns the key.
+        return app.topic(
+            settings.topic(f"{settings.app_id}-{name}"),
+            key_type=str,
+            value_type=value_type,
+            key_serializer="raw",
+            partitions=partitions,
+            internal=True,
+        )
+
     return Topics(
         events=app.topic(
             settings.topic(settings.events_topic),
@@ -52,13 +85,11 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             key_serializer="raw",
             partitions=settings.dead_letter_partitions,
         ),
-        # Internal repartition by item_id, feeding the popularity table.
-        item_hits=app.topic(
-            settings.topic(f"{settings.app_id}-item-hits"),
-            key_type=str,
-            value_type=ItemHit,
-            key_serializer="raw",
-            partitions=settings.events_partitions,
-            internal=True,
-        ),
+        # Repartition by item_id, feeding the popularity table.
+        item_hits=internal("item-hits", ItemHit, settings.events_partitions),
+        item_embed=internal("item-embed", EmbedRequest, settings.items_partitions),
+        item_vectors=internal("item-vectors", ItemVector, settings.items_partitions),
+        user_texts=internal("user-texts", UserText, settings.events_partitions),
+        user_text_vectors=internal("user-text-vectors", EmbeddedText, settings.events_partitions),
+        covisit_pairs=internal("covisit-pairs", CoVisitPair, settings.events_partitions),
     )

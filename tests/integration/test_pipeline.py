@@ -45,13 +45,42 @@ def test_events_in_lists_out_with_as_of_and_explanations(
     assert "i1" not in ids and "i2" not in ids, "consumed items must be excluded"
     for entry in last["items"]:
         assert abs(sum(entry["contributions"].values()) - entry["score"]) < 1e-9
-    assert last["weights"] == {"popularity": 1.0}
-    assert last["ranker"] == "popularity"
-    # Popularity order: i3 (3 purchases, the most recent) before the others.
-    assert ids[0] == "i3"
+    assert last["ranker"] == "fused"
+    assert set(last["weights"]) == {
+        "semantic_short", "semantic_long", "covisit", "trending", "category", "freshness"
+    }
+    assert abs(sum(last["weights"].values()) - 1.0) < 1e-9
     # The web endpoint serves the latest list for the user.
     served = get_json(f"{worker.url}/recommendations/u1/")
     assert served["user_id"] == "u1" and served["as_of"]["event_id"] == "u1-1"
+
+
+def test_popularity_baseline_ranks_by_decayed_popularity(
+    run_settings: Settings, tmp_path: Any, topics: dict[str, Topic]
+) -> None:
+    settings = run_settings.model_copy(update={"ranker": "popularity"})
+    worker = WorkerProcess(settings, data_dir=tmp_path / "pop", log_file=tmp_path / "pop.log").start()
+    try:
+        topics["items"].send([item(f"i{n}", f"Item {n}", ["x"]) for n in range(6)])
+        # i3: three recent purchases; i1: one old purchase (decayed by 2^-4 over 4 weeks).
+        warm = [event("p0", "p0-0", T0 - 28 * 86_400, item="i1", etype="purchase")]
+        warm += [event(f"p{n}", f"p{n}-0", T0 + n, item="i3", etype="purchase") for n in range(1, 4)]
+        warm += [event("p4", "p4-0", T0 + 5, item="i2", etype="click")]
+        topics["events"].send(warm)
+        topics["recommendations"].read_until(lists_reflecting({"p4-0"}), 120, worker=worker)
+        topics["events"].send([event("probe", "probe-0", T0 + 50, item="i5")])
+        topics["recommendations"].read_until(
+            lambda recs: any(r["user_id"] == "probe" and len(r["items"]) >= 3 for r in recs),
+            60, worker=worker,
+        )
+        topics["events"].send([event("u1", "u1-0", T0 + 100, item="i2")])
+        recs = topics["recommendations"].read_until(lists_reflecting({"u1-0"}), 60, worker=worker)
+        last = [r for r in recs if r["as_of"]["event_id"] == "u1-0"][0]
+        assert last["ranker"] == "popularity" and last["weights"] == {"popularity": 1.0}
+        ids = [i["item_id"] for i in last["items"]]
+        assert ids[:2] == ["i3", "i1"] and "i2" not in ids  # consumed i2 excluded
+    finally:
+        worker.stop()
 
 
 BAD: list[tuple[bytes | None, bytes, str]] = [

@@ -1,0 +1,245 @@
+"""The embedding stage: catalog items and user text → vectors, in micro-batches.
+
+    items ──► items agent ──(cache miss)──► item-embed ──► item embedder (batched) ─┐
+      │           │ (cache hit: vector now)                                          │
+      │           ▼                                                                  ▼
+      │       catalog GlobalTable  ◄──────────── item-vector agent ◄──── item-vectors
+      │           │ (changelog, every worker)
+      │           ▼
+      └──►  per-worker VectorIndex + category map (EmbeddingRuntime)
+
+    events with text ──► user-texts ──► text embedder (batched) ──► user-text-vectors
+                                                                      └─► user state agent
+
+Batches are bounded by size (`embed_batch_size`) and wait (`embed_wait_s`) through Faust's
+`take_events`. Encoding runs in a worker thread (torch releases the GIL), so the event loop
+keeps serving other agents meanwhile. Vectors are cached in RocksDB (rocksdict) under
+`model id + sha256(text)`: a re-sent or unchanged item, or a restarted worker, costs no
+re-encoding, and a different model never reads another model's vectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recstream.config.settings import Settings
+from recstream.models.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+def encode_vector(vec: np.ndarray) -> str:
+    """float32 vector → base64 text (JSON-safe, 4 bytes per dimension before base64)."""
+    return base64.b64encode(np.ascontiguousarray(vec, dtype=np.float32).tobytes()).decode("ascii")
+
+
+def decode_vector(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float32)
+
+
+@dataclass
+class BatchStats:
+    """Sizes and encode times (ms) of recent micro-batches, for benchmarks and metrics."""
+
+    sizes: list[int] = field(default_factory=list)
+    encode_ms: list[float] = field(default_factory=list)
+    cache_hits: int = 0
+    encoded: int = 0
+
+    def record(self, size: int, ms: float) -> None:
+        self.sizes.append(size)
+        self.encode_ms.append(ms)
+        if len(self.sizes) > 10_000:  # bounded memory on long runs
+            del self.sizes[:5000], self.encode_ms[:5000]
+
+
+class EmbeddingRuntime:
+    """Per-worker embedding resources: encoder, vector cache, vector index, category map.
+
+    The encoder is loaded once, off the event loop, on first use. The index holds the vectors of
+    every catalog item this worker knows (the catalog GlobalTable reaches every worker).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._encoder: Any = None
+        self._load_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._cache: Any = None
+        self.index: VectorIndex | None = None
+        self.category_items: dict[str, set[str]] = {}
+        self.item_categories: dict[str, tuple[str, ...]] = {}
+        self.stats = BatchStats()
+        self._centroids: tuple[list[str], np.ndarray] | None = None
+        self._centroids_dirty = True
+        self.stale_vectors = 0
+
+    # --- encoder and cache -------------------------------------------------------------------
+    def _load_encoder(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from recstream.models.encoder import TextEncoder
+
+        s = self.settings
+        return TextEncoder(
+            s.embed_model,
+            device=s.embed_device,
+            batch_size=s.embed_batch_size,
+            max_seq_length=s.embed_max_seq_length,
+            precision=s.embed_precision,
+            backend=s.embed_backend,
+            num_threads=s.embed_threads,
+        )
+
+    def load_now(self) -> None:
+        """Load the encoder synchronously (worker start-up, before any record is read), so
+        that the model id is known while the catalog is recovered."""
+        if self._encoder is None:
+            self._encoder = self._load_encoder()
+
+    @property
+    def model_id(self) -> str | None:
+        return None if self._encoder is None else str(self._encoder.model_id)
+
+    async def encoder(self) -> Any:
+        if self._encoder is None:
+            async with self._load_lock:
+                if self._encoder is None:
+                    loop = asyncio.get_running_loop()
+                    self._encoder = await loop.run_in_executor(self._executor, self._load_encoder)
+                    log.info("encoder ready: %s", self._encoder)
+        return self._encoder
+
+    @property
+    def cache(self) -> Any:
+        if self._cache is None:
+            from rocksdict import Rdict
+
+            path = Path(self.settings.data_dir) / "embedding-cache"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._cache = Rdict(str(path))
+        return self._cache
+
+    def cached(self, key: str) -> np.ndarray | None:
+        raw = self.cache.get(key.encode("utf-8"))
+        return None if raw is None else np.frombuffer(raw, dtype=np.float32)
+
+    async def embed(self, keys: Sequence[str], texts: Sequence[str]) -> list[np.ndarray | None]:
+        """Vectors for texts (None where a text is empty), from the cache or one encode call.
+
+        Duplicate keys within the batch are encoded once. Texts are sorted by length inside
+        the library's encode, which keeps padding low.
+        """
+        out: list[np.ndarray | None] = [None] * len(texts)
+        missing: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            hit = self.cached(key)
+            if hit is not None:
+                out[i] = hit
+                self.stats.cache_hits += 1
+            else:
+                missing.setdefault(key, []).append(i)
+        if missing:
+            encoder = await self.encoder()
+            order = list(missing)
+            batch = [texts[missing[k][0]] for k in order]
+            loop = asyncio.get_running_loop()
+            started = time.perf_counter()
+            vectors, valid = await loop.run_in_executor(
+                self._executor, encoder.encode_with_mask, batch
+            )
+            self.stats.record(len(batch), (time.perf_counter() - started) * 1000)
+            self.stats.encoded += len(batch)
+            for key, vec, ok in zip(order, vectors, valid, strict=True):
+                if not ok:
+                    continue  # empty after cleaning: no vector, and nothing cached
+                self.cache[key.encode("utf-8")] = vec.tobytes()
+                for i in missing[key]:
+                    out[i] = vec
+        return out
+
+    # --- index and category map --------------------------------------------------------------
+    def apply_catalog(self, item_id: str, entry: dict[str, Any] | None) -> None:
+        """Mirror one catalog change (an upsert, or None for a deletion) into memory."""
+        self._centroids_dirty = True
+        old = self.item_categories.pop(item_id, ())
+        for c in old:
+            members = self.category_items.get(c)
+            if members is not None:
+                members.discard(item_id)
+        if entry is None:
+            if self.index is not None:
+                self.index.remove(item_id)
+            return
+        cats = tuple(entry.get("categories") or ())
+        self.item_categories[item_id] = cats
+        for c in cats:
+            self.category_items.setdefault(c, set()).add(item_id)
+        vec = entry.get("vec")
+        model = self.model_id
+        if vec and model is not None and not str(entry.get("text_key", "")).startswith(model + ":"):
+            # Embedded by another model: never mix two models' vectors in one index. The item
+            # is re-embedded when it is published again.
+            vec = None
+            self.stale_vectors += 1
+        if vec:
+            v = decode_vector(vec)
+            if self.index is None:
+                self.index = VectorIndex(v.shape[0], exact_threshold=self.settings.ann_threshold)
+            if v.shape[0] == self.index.dim:
+                self.index.upsert(item_id, v)
+        elif self.index is not None:
+            self.index.remove(item_id)
+
+    async def on_catalog_changelog(self, event: Any) -> None:
+        """Faust callback for every catalog changelog record read (recovery and standby)."""
+        key = event.key
+        item_id = key.decode("utf-8") if isinstance(key, bytes) else str(key)
+        item_id = item_id.strip('"') if item_id.startswith('"') else item_id
+        value = event.value
+        if isinstance(value, bytes | str):
+            value = json.loads(value) if value else None
+        self.apply_catalog(item_id, value)
+
+    def item_vector(self, item_id: str) -> np.ndarray | None:
+        return None if self.index is None else self.index.get(item_id)
+
+    def category_centroids(self) -> tuple[list[str], np.ndarray] | None:
+        """Mean item vector per category (unit rows), for folding user text into categories.
+
+        Recomputed only after the catalog changed.
+        """
+        if not self._centroids_dirty:
+            return self._centroids
+        self._centroids_dirty = False
+        self._centroids = self._compute_centroids()
+        return self._centroids
+
+    def _compute_centroids(self) -> tuple[list[str], np.ndarray] | None:
+        if self.index is None:
+            return None
+        labels: list[str] = []
+        rows: list[np.ndarray] = []
+        for c, members in sorted(self.category_items.items()):
+            vecs = [v for v in (self.index.get(i) for i in members) if v is not None]
+            if not vecs:
+                continue
+            mean = np.mean(vecs, axis=0)
+            norm = float(np.linalg.norm(mean))
+            if norm > 0:
+                labels.append(c)
+                rows.append(mean / norm)
+        if not rows:
+            return None
+        return labels, np.vstack(rows).astype(np.float32)

@@ -1,0 +1,263 @@
+"""Gathering candidates and signals for the fused ranker, and applying feedback to weights.
+
+Reads only: the user's state, the per-worker vector index and category map, the popularity
+broadcast, the co-visitation GlobalTable and the global weights. The math is in
+models/ranker.py (signals, fusion, MMR), models/exploration.py and models/weights.py.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recstream.agents.embedding import EmbeddingRuntime
+from recstream.agents.tables import Tables
+from recstream.config.settings import Settings
+from recstream.models import decay
+from recstream.models.covisitation import CoVisitNeighbours
+from recstream.models.exploration import CategoryArm, allocate_exploration
+from recstream.models.fusion import RankedItem
+from recstream.models.interest_posterior import DirichletPosterior
+from recstream.models.interest_state import InterestState
+from recstream.models.ranker import (
+    Candidate,
+    RankerParams,
+    column_bounds,
+    normalise_with,
+    rank_fused,
+    signal_matrix,
+)
+from recstream.models.signals import DEFAULT_SIGNALS
+from recstream.models.weights import EtaSchedule, WeightState, project_to_simplex
+
+NAMES: tuple[str, ...] = DEFAULT_SIGNALS.names
+K = len(NAMES)
+
+
+@dataclass
+class UserRanking:
+    """Per-user ranking state (table `user-ranking`, JSON): fusion weights and recent items.
+
+    ``recent``: the user's last positively consumed (item_id, event ts), oldest first.
+    Served lists live in their own table (`served-lists`), written by the agent that reads
+    the recommendations topic, so that each table has exactly one writer.
+    """
+
+    weights: WeightState
+    recent: list[tuple[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any] | None) -> UserRanking:
+        if not raw:
+            return cls(WeightState.uniform(K))
+        weights = WeightState.from_dict(raw["weights"])
+        if weights.k < K:
+            weights = weights.resized(K)
+        return cls(
+            weights=weights,
+            recent=[(str(i), float(t)) for i, t in raw.get("recent") or []],
+        )
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights.to_dict(),
+            "recent": [[i, t] for i, t in self.recent],
+        }
+
+
+def global_weights(tables: Tables) -> np.ndarray:
+    """The global fusion weights: the mean of every partition's copy, on the simplex."""
+    rows = [np.asarray(v["weights"]["weights"], dtype=np.float64) for v in tables.global_weights.values() if v]
+    rows = [r for r in rows if r.shape == (K,)]
+    if not rows:
+        return np.full(K, 1.0 / K)
+    return project_to_simplex(np.mean(rows, axis=0))
+
+
+class FusedRanker:
+    """Builds one user's list from every signal; applies feedback to the weights."""
+
+    def __init__(self, settings: Settings, tables: Tables, runtime: EmbeddingRuntime) -> None:
+        self.settings = settings
+        self.tables = tables
+        self.runtime = runtime
+        self.params = RankerParams(
+            k=settings.top_k,
+            popularity_half_life_s=settings.popularity_half_life_s,
+            freshness_half_life_s=settings.freshness_half_life_s,
+            mmr_trade_off=settings.mmr_trade_off,
+        )
+        self.pop_rate = decay.decay_rate(settings.popularity_half_life_s)
+        self.eta = EtaSchedule(settings.eta, settings.eta_tau)
+        self.eta_global = EtaSchedule(settings.eta_global, settings.eta_tau)
+
+    # --- inputs ------------------------------------------------------------------------------
+    def popularity(self) -> dict[str, float]:
+        merged: dict[str, float] = {}
+        for snap in self.tables.popular_top.values():
+            for item, lm in (snap or {}).items():
+                if lm > merged.get(item, -math.inf):
+                    merged[item] = lm
+        return merged
+
+    def posterior(self, state: InterestState, at_ts: float) -> DirichletPosterior | None:
+        labels = sorted(self.runtime.category_items)
+        if not labels:
+            return None
+        sizes = np.array([len(self.runtime.category_items[c]) for c in labels], dtype=np.float64)
+        prior = sizes / sizes.sum() if sizes.sum() > 0 else None
+        return DirichletPosterior.from_evidence(
+            state.evidence(at_ts), labels, alpha0=self.settings.posterior_alpha0, prior=prior
+        )
+
+    def covisit_scores(self, recent: list[tuple[str, float]], at_ts: float) -> dict[str, float]:
+        scores: dict[str, float] = {}
+        for item_id, _ in recent[-self.settings.covisit_recent :]:
+            raw = self.tables.covisit.get(item_id)
+            if not raw:
+                continue
+            neighbours = CoVisitNeighbours.from_dict(raw)
+            for nb, s in neighbours.score(at_ts, top=self.settings.candidates_per_source):
+                scores[nb] = scores.get(nb, 0.0) + s
+        return scores
+
+    # --- ranking -----------------------------------------------------------------------------
+    def rank(
+        self, user_id: str, state: InterestState, ranking: UserRanking, rec_seed: int
+    ) -> tuple[list[RankedItem], dict[str, float], dict[str, list[float]]]:
+        """(items, weights in force, raw per-signal bounds {lo, hi} of the candidates)."""
+        at = state.last_ts
+        per_source = self.settings.candidates_per_source
+        catalog = self.tables.catalog
+        index = self.runtime.index
+        short = state.score_vector("short", at) if state.event_count else None
+        long_ = state.score_vector("long", at) if state.event_count else None
+        pool: dict[str, None] = {}
+        if index is not None and len(index):
+            for vec in (short, long_):
+                if vec is not None and float(np.linalg.norm(vec)) > 0:
+                    for item_id, _ in index.search(vec, per_source):
+                        pool[item_id] = None
+        covisit = self.covisit_scores(ranking.recent, at)
+        for item_id in sorted(covisit, key=covisit.__getitem__, reverse=True)[:per_source]:
+            pool[item_id] = None
+        popular = self.popularity()
+        for item_id in sorted(popular, key=popular.__getitem__, reverse=True)[: per_source * 2]:
+            pool[item_id] = None
+        posterior = self.posterior(state, at)
+        mean = posterior.mean_by_label() if posterior is not None else {}
+        candidates: list[Candidate] = []
+        for item_id in pool:
+            if state.has_consumed(item_id):
+                continue
+            meta = catalog.get(item_id)
+            if len(catalog) and meta is None:
+                continue  # deleted or unknown item
+            cats = self.runtime.item_categories.get(item_id, ())
+            candidates.append(
+                Candidate(
+                    item_id=item_id,
+                    vector=self.runtime.item_vector(item_id),
+                    log_popularity=popular.get(item_id, -math.inf),
+                    covisit=covisit.get(item_id, 0.0),
+                    category_affinity=max((mean.get(c, 0.0) for c in cats), default=0.0),
+                    item_ts=(meta or {}).get("ts"),
+                )
+            )
+        raw = signal_matrix(candidates, short, long_, at, self.params)
+        gw = global_weights(self.tables)
+        weights = ranking.weights.effective(gw, self.settings.weight_shrinkage)
+        ranked = rank_fused(candidates, raw, weights, NAMES, self.params)
+        if posterior is not None and self.settings.exploration_share > 0:
+            ranked = self.explore(ranked, posterior, popular, state, rec_seed)
+        lo, hi = column_bounds(raw)
+        bounds = {"lo": lo.tolist(), "hi": hi.tolist()}
+        return ranked, dict(zip(NAMES, weights.tolist(), strict=True)), bounds
+
+    def explore(
+        self,
+        ranked: list[RankedItem],
+        posterior: DirichletPosterior,
+        popular: Mapping[str, float],
+        state: InterestState,
+        seed: int,
+    ) -> list[RankedItem]:
+        alpha = posterior.alpha
+        total = float(alpha.sum())
+        arms = []
+        for label, a in zip(posterior.labels, alpha, strict=True):
+            members = self.runtime.category_items.get(label) or set()
+            items = sorted(
+                (i for i in members if not state.has_consumed(i)),
+                key=lambda i: (-popular.get(i, -math.inf), i),
+            )[:20]
+            if items and total - a > 0:
+                arms.append(CategoryArm(label, float(a), float(total - a), tuple(items)))
+        if not arms:
+            return ranked
+        return allocate_exploration(
+            ranked, arms, self.settings.exploration_share, self.settings.top_k, seed
+        )
+
+    # --- feedback ----------------------------------------------------------------------------
+    def feedback(
+        self,
+        ranking: UserRanking,
+        served_lists: list[dict[str, Any]],
+        state: InterestState,
+        item_id: str,
+        sign: int,
+        rec_id: str | None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Apply w ← Π(w + η·sign·(d − μ)/‖d − μ‖) for this user; return (d, μ) for the
+        global weights, or None when no list was served or the update was degenerate.
+
+        The list is the one named by rec_id, else the latest. d is the item's signals as
+        served; for an item outside the list, its signals now, on the list's scale.
+        """
+        if sign == 0 or not served_lists:
+            return None
+        served = next((s for s in served_lists if s.get("rec_id") == rec_id), served_lists[-1])
+        items: dict[str, list[float]] = served.get("items") or {}
+        if not items:
+            return None
+        mu = np.mean(np.asarray(list(items.values()), dtype=np.float64), axis=0)
+        if item_id in items:
+            d = np.asarray(items[item_id], dtype=np.float64)
+        else:
+            d = self.signals_now(item_id, state, ranking, served)
+        if not ranking.weights.update(d, mu, self.eta, sign=sign):
+            return None
+        return d, mu
+
+    def signals_now(
+        self, item_id: str, state: InterestState, ranking: UserRanking, served: Mapping[str, Any]
+    ) -> np.ndarray:
+        at = state.last_ts
+        popular = self.popularity()
+        posterior = self.posterior(state, at)
+        mean = posterior.mean_by_label() if posterior is not None else {}
+        cats = self.runtime.item_categories.get(item_id, ())
+        meta = self.tables.catalog.get(item_id) or {}
+        cand = Candidate(
+            item_id=item_id,
+            vector=self.runtime.item_vector(item_id),
+            log_popularity=popular.get(item_id, -math.inf),
+            covisit=self.covisit_scores(ranking.recent, at).get(item_id, 0.0),
+            category_affinity=max((mean.get(c, 0.0) for c in cats), default=0.0),
+            item_ts=meta.get("ts"),
+        )
+        short = state.score_vector("short", at) if state.event_count else None
+        long_ = state.score_vector("long", at) if state.event_count else None
+        raw = signal_matrix([cand], short, long_, at, self.params)[0]
+        return normalise_with(raw, served["lo"], served["hi"])
+
+
+def rec_seed(user_id: str, event_id: str) -> int:
+    """A deterministic exploration seed per (user, event): replays serve the same list."""
+    return zlib.crc32(f"{user_id}\x00{event_id}".encode())

@@ -1,0 +1,529 @@
+"""Replay a recorded event stream through real worker processes and collect every list.
+
+Shared by `recstream eval` and `recstream bench pipeline`. One replay:
+
+1. derives throwaway settings (topic prefix and app id ``<tag>``, debounce 0, top_k >= 20) and
+   creates the topics;
+2. starts a collector thread reading the recommendations topic from offset 0;
+3. publishes the catalog, starts the worker processes and waits until they are ready: the
+   consumer group is stable with every worker in it, the catalog table holds every item, and a
+   probe event on every events partition came back as a list;
+4. sends the events in the given order (optionally paced), stamping each record with the wall
+   time of sending as its Kafka timestamp;
+5. waits until lists reflecting every event arrived (or nothing arrived for a while);
+6. stops the workers and deletes every topic of the run, also on errors and Ctrl-C.
+
+Latency of a list = its Kafka record timestamp (set by the worker's producer when it sent it)
+minus the Kafka timestamp of the event it reflects (set here when the event was sent); both
+clocks are this machine's, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recstream.admin import delete_topics_with_prefix, ensure_topics
+from recstream.config.settings import Settings
+from recstream.models.errors import RecstreamError, ValidationError
+from recstream.produce import check_record, make_producer
+from recstream.streams.codecs import Limits
+from recstream.workers import WorkerProcess
+
+#: Lists are asked for at least this long, so that Recall@20 is meaningful.
+MIN_TOP_K = 20
+PROBE_PREFIX = "__probe-"
+
+
+@dataclass(frozen=True, slots=True)
+class CollectedList:
+    """The parts of one published list an evaluation needs.
+
+    ``as_of_ts`` is event time (epoch s); ``kafka_ts_ms`` the list's Kafka record timestamp (wall
+    ms); ``items`` the item ids best first; ``top_interests`` (category, share) pairs.
+    """
+
+    user_id: str
+    event_id: str
+    as_of_ts: float
+    kafka_ts_ms: int
+    ranker: str
+    items: tuple[str, ...]
+    weights: dict[str, float]
+    top_interests: tuple[tuple[str, float], ...]
+
+
+def parse_list(raw: bytes, kafka_ts_ms: int) -> CollectedList | None:
+    """A CollectedList from a recommendations record; None for a record that is not a list."""
+    try:
+        rec = json.loads(raw)
+        return CollectedList(
+            user_id=str(rec["user_id"]),
+            event_id=str(rec["as_of"]["event_id"]),
+            as_of_ts=float(rec["as_of"]["ts"]),
+            kafka_ts_ms=int(kafka_ts_ms),
+            ranker=str(rec.get("ranker")),
+            items=tuple(str(i["item_id"]) for i in rec.get("items") or ()),
+            weights={str(k): float(v) for k, v in (rec.get("weights") or {}).items()},
+            top_interests=tuple(
+                (str(t["category"]), float(t["share"])) for t in rec.get("top_interests") or ()
+            ),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class _Collector(threading.Thread):
+    """Reads every list from offset 0 of every partition until stopped.
+
+    The main thread registers the event ids it waits for (`expect`) before sending them; this
+    thread removes each one when a list reflecting it arrives.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="recstream-collector", daemon=True)
+        topic = settings.topic(settings.recommendations_topic)
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            max_poll_records=5000,
+        )
+        # Explicit assignment: no group protocol, every partition from the first offset.
+        parts = [TopicPartition(topic, p) for p in range(settings.recommendations_partitions)]
+        self._consumer.assign(parts)
+        self._consumer.seek_to_beginning(*parts)
+        self.lists: list[CollectedList] = []
+        self.invalid = 0
+        self._waiting: set[str] = set()
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self.last_arrival = time.monotonic()
+        self.error: BaseException | None = None
+
+    def expect(self, event_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._waiting.update(event_ids)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def is_waiting_for(self, event_id: str) -> bool:
+        with self._lock:
+            return event_id in self._waiting
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                batch = self._consumer.poll(timeout_ms=200)
+                got: list[CollectedList] = []
+                for messages in batch.values():
+                    for msg in messages:
+                        rec = parse_list(msg.value, msg.timestamp)
+                        if rec is None:
+                            self.invalid += 1
+                        else:
+                            got.append(rec)
+                if got:
+                    self.lists.extend(got)
+                    with self._lock:
+                        self._waiting.difference_update(r.event_id for r in got)
+                    self.last_arrival = time.monotonic()
+        except BaseException as exc:  # reported by the main thread, which owns the run
+            self.error = exc
+        finally:
+            self._consumer.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+
+
+@dataclass
+class ReplayResult:
+    """What one replay measured.
+
+    Attributes:
+        settings: the settings the workers ran with (throwaway topics, debounce 0, ...).
+        lists: every list received for the replayed events, in arrival order (probe lists
+            are dropped).
+        sent_ts_ms: event_id → Kafka timestamp (wall ms) of the sent event.
+        n_events: events sent.
+        first_sent_ms / last_sent_ms: Kafka timestamps of the first and last event sent.
+        last_list_ms: Kafka timestamp of the latest list reflecting a replayed event.
+        unreflected: event ids for which no list arrived.
+        startup_s: wall seconds from starting the workers to passing the readiness checks.
+        send_s: wall seconds spent sending the events.
+        worker_logs: log files of the workers.
+        notes: things the report should mention (readiness fallbacks, timeouts).
+    """
+
+    settings: Settings
+    lists: list[CollectedList]
+    sent_ts_ms: dict[str, int]
+    n_events: int
+    first_sent_ms: int
+    last_sent_ms: int
+    last_list_ms: int
+    unreflected: list[str]
+    startup_s: float
+    send_s: float
+    worker_logs: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+    def latencies_ms(self) -> np.ndarray:
+        """Event → list latency (ms) of the first list reflecting each replayed event."""
+        seen: set[str] = set()
+        out: list[float] = []
+        for rec in self.lists:
+            sent = self.sent_ts_ms.get(rec.event_id)
+            if sent is None or rec.event_id in seen:
+                continue
+            seen.add(rec.event_id)
+            out.append(float(rec.kafka_ts_ms - sent))
+        return np.asarray(out, dtype=float)
+
+    @property
+    def span_s(self) -> float:
+        """Wall seconds from the first event sent to the last list received."""
+        return max((self.last_list_ms - self.first_sent_ms) / 1000.0, 1e-9)
+
+    @property
+    def events_per_s(self) -> float:
+        """Events / (first event sent → last list received)."""
+        return self.n_events / self.span_s
+
+    @property
+    def lists_per_s(self) -> float:
+        """Lists received / (first event sent → last list received)."""
+        return len(self.lists) / self.span_s
+
+
+def run_settings(base: Settings, work_dir: Path, **overrides: Any) -> tuple[Settings, str]:
+    """Throwaway settings for one run: (settings, tag); topics and internal topics start with tag."""
+    tag = f"eval{uuid.uuid4().hex[:8]}"
+    values = base.model_dump()
+    values.update(
+        bootstrap=base.bootstrap_servers,
+        app_id=tag,
+        topic_prefix=f"{tag}-",
+        debounce_s=0.0,  # a list after every event: the protocol scores each of them
+        top_k=max(base.top_k, MIN_TOP_K),
+        data_dir=work_dir / "workers",
+    )
+    values.update(overrides)
+    return Settings(**values), tag
+
+
+def json_env(settings: Settings) -> dict[str, str]:
+    """RECSTREAM_* values for fields holding lists, tuples or dicts, JSON-encoded.
+
+    `workers.settings_env` writes `str(value)`, which pydantic-settings cannot parse back for
+    such fields (it expects JSON); these values override it for the child processes.
+    """
+    dumped = settings.model_dump(mode="json")
+    return {
+        f"RECSTREAM_{name.upper()}": json.dumps(value)
+        for name, value in dumped.items()
+        if isinstance(value, list | dict)
+    }
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        max_payload_bytes=settings.max_payload_bytes,
+        min_event_ts=settings.min_event_ts,
+        max_future_s=settings.max_future_s,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+def encode_records(
+    kind: str, records: Sequence[dict[str, Any]], settings: Settings
+) -> list[tuple[bytes, bytes | None]]:
+    """(key, value) bytes per record, validated as the worker will validate them.
+
+    Raises:
+        ValidationError: naming the first invalid record (a replay must not lose events
+            silently: the protocol would then wait for lists that never come).
+    """
+    limits = _limits(settings)
+    out: list[tuple[bytes, bytes | None]] = []
+    for n, record in enumerate(records):
+        try:
+            key, value = check_record(kind, record, limits)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise ValidationError(f"{kind} record {n} is invalid: {exc}") from exc
+        out.append((key.encode("utf-8"), value))
+    return out
+
+
+def _check_workers(workers: list[WorkerProcess], collector: _Collector) -> None:
+    for w in workers:
+        if not w.alive():
+            raise RecstreamError(f"a worker exited; log {w.log_file}:\n{w.log_tail()}")
+    if collector.error is not None:
+        raise RecstreamError(f"the list collector failed: {collector.error!r}")
+
+
+def _group_ready(settings: Settings, members: int) -> bool:
+    """True when the workers' consumer group is Stable with `members` members."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000)
+    try:
+        desc = admin.describe_groups([settings.app_id]).get(settings.app_id) or {}
+    finally:
+        admin.close()
+    state = str(desc.get("group_state") or desc.get("state") or "")
+    return state.lower() == "stable" and len(desc.get("members") or ()) == members
+
+
+def _topic_size(settings: Settings, topic: str) -> int | None:
+    """Records in `topic` (sum of end offsets); None if the topic does not exist yet."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return None
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return int(sum(ends.values()))
+    finally:
+        consumer.close()
+
+
+def _wait(
+    what: str,
+    ready: Any,
+    timeout_s: float,
+    workers: list[WorkerProcess],
+    collector: _Collector,
+    interval_s: float = 0.5,
+) -> bool:
+    """Poll `ready()` until true or the timeout; raise if a worker dies meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _check_workers(workers, collector)
+        try:
+            if ready():
+                return True
+        except Exception:  # noqa: BLE001 - admin calls fail while the group forms; retry
+            pass
+        time.sleep(interval_s)
+    return False
+
+
+def replay(
+    base: Settings,
+    items: Sequence[dict[str, Any]],
+    events: Sequence[dict[str, Any]],
+    *,
+    workers: int,
+    work_dir: Path,
+    rate: float | None = None,
+    console: Console | None = None,
+    idle_timeout_s: float = 60.0,
+    startup_timeout_s: float = 180.0,
+    overrides: dict[str, Any] | None = None,
+) -> ReplayResult:
+    """Run the events through `workers` real worker processes; see the module docstring.
+
+    Args:
+        base: settings to start from (broker, partitions, ranker knobs); see `run_settings`.
+        items / events: wire-format dicts; events are sent in the given order.
+        workers: worker processes (>= 1), each with its own data dir and web port.
+        work_dir: where worker data dirs and logs go.
+        rate: events per wall second (None: as fast as the producer goes).
+        idle_timeout_s: give up waiting for lists after this many seconds without a new one.
+        startup_timeout_s: limit (s) for each readiness check.
+        overrides: extra settings for the workers.
+
+    Raises:
+        RecstreamError: a worker died or never became ready; ValidationError: an invalid record.
+    """
+    if workers < 1:
+        raise ValidationError(f"workers must be >= 1, got {workers}")
+    console = console or Console(stderr=True)
+    settings, tag = run_settings(base, work_dir, **(overrides or {}))
+    item_records = encode_records("items", list(items), settings)
+    event_records = encode_records("events", list(events), settings)
+    event_ids = [str(e["event_id"]) for e in events]
+    if len(set(event_ids)) != len(event_ids):
+        raise ValidationError("event ids must be unique within a replay")
+    notes: list[str] = []
+
+    ensure_topics(settings)
+    collector = _Collector(settings)
+    procs: list[WorkerProcess] = []
+    producer = make_producer(settings)
+    try:
+        collector.start()
+        items_topic = settings.topic(settings.items_topic)
+        for key, value in item_records:
+            producer.send(items_topic, key=key, value=value)
+        producer.flush()
+
+        started = time.monotonic()
+        for n in range(workers):
+            procs.append(
+                WorkerProcess(
+                    settings,
+                    data_dir=work_dir / "workers" / f"w{n}",
+                    log_file=work_dir / "workers" / f"w{n}.log",
+                    extra_env=json_env(settings),
+                ).start()
+            )
+        with console.status(f"starting {workers} worker(s) ..."):
+            if not _wait(
+                "group", lambda: _group_ready(settings, workers), startup_timeout_s, procs, collector
+            ):
+                notes.append("the consumer group never reported Stable; relied on probes only")
+            changelog = f"{settings.app_id}-catalog-changelog"
+            if not _wait(
+                "catalog",
+                lambda: (_topic_size(settings, changelog) or 0) >= len(item_records),
+                60.0,
+                procs,
+                collector,
+            ):
+                notes.append(
+                    f"could not confirm the catalog ({changelog}) held all {len(item_records)} "
+                    "items before replay"
+                )
+            probes = _send_probes(settings, producer, tag, events)
+            collector.expect(probes)
+            if not _wait(
+                "probes",
+                lambda: not any(collector.is_waiting_for(p) for p in probes),
+                startup_timeout_s,
+                procs,
+                collector,
+                interval_s=0.2,
+            ):
+                raise RecstreamError(
+                    f"no list for the probe events within {startup_timeout_s:.0f} s; "
+                    f"worker log {procs[0].log_file}:\n{procs[0].log_tail()}"
+                )
+        startup_s = time.monotonic() - started
+        console.print(f"workers ready after {startup_s:.1f} s")
+
+        sent_ts: dict[str, int] = {}
+        collector.expect(event_ids)
+        events_topic = settings.topic(settings.events_topic)
+        failures: list[BaseException] = []
+        progress = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        with progress:
+            sending = progress.add_task("producing", total=len(event_records), speed="")
+            collecting = progress.add_task("collecting", total=len(event_records), speed="")
+
+            def refresh() -> None:
+                progress.update(collecting, completed=len(event_records) - collector.waiting())
+
+            send_started = time.monotonic()
+            for i, ((key, value), event_id) in enumerate(
+                zip(event_records, event_ids, strict=True)
+            ):
+                now_ms = int(time.time() * 1000)
+                sent_ts[event_id] = now_ms
+                future = producer.send(
+                    events_topic, key=key, value=value, timestamp_ms=now_ms
+                )
+                future.add_errback(failures.append)
+                if i % 200 == 199:
+                    elapsed = time.monotonic() - send_started
+                    progress.update(
+                        sending, completed=i + 1, speed=f"{(i + 1) / max(elapsed, 1e-9):,.0f}/s"
+                    )
+                    refresh()
+                    _check_workers(procs, collector)
+                if rate:
+                    # Pace against the schedule, not per record, so bursts average out.
+                    ahead = (i + 1) / rate - (time.monotonic() - send_started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            producer.flush()
+            send_s = time.monotonic() - send_started
+            progress.update(sending, completed=len(event_records))
+            if failures:
+                raise RecstreamError(f"{len(failures)} events failed to send: {failures[0]!r}")
+
+            while collector.waiting():
+                _check_workers(procs, collector)
+                refresh()
+                if time.monotonic() - max(collector.last_arrival, send_started) > idle_timeout_s:
+                    notes.append(
+                        f"stopped waiting: no list for {idle_timeout_s:.0f} s with "
+                        f"{collector.waiting()} events unreflected"
+                    )
+                    break
+                time.sleep(0.2)
+            refresh()
+    finally:
+        producer.close()
+        collector.stop()
+        for w in procs:
+            w.stop()
+        try:
+            delete_topics_with_prefix(settings, tag)
+        except Exception as exc:  # noqa: BLE001 - clean-up must not hide the real outcome
+            console.print(f"[yellow]could not delete the {tag}* topics: {exc}[/yellow]")
+
+    wanted = set(event_ids)
+    lists = [r for r in collector.lists if r.event_id in wanted]
+    reflected = {r.event_id for r in lists}
+    first_list_per_event: dict[str, int] = {}
+    for r in lists:
+        first_list_per_event.setdefault(r.event_id, r.kafka_ts_ms)
+    return ReplayResult(
+        settings=settings,
+        lists=lists,
+        sent_ts_ms=sent_ts,
+        n_events=len(event_records),
+        first_sent_ms=sent_ts[event_ids[0]] if event_ids else 0,
+        last_sent_ms=sent_ts[event_ids[-1]] if event_ids else 0,
+        last_list_ms=max(first_list_per_event.values(), default=0),
+        unreflected=[e for e in event_ids if e not in reflected],
+        startup_s=startup_s,
+        send_s=send_s,
+        worker_logs=[w.log_file for w in procs],
+        notes=notes,
+    )
+
+
+def _send_probes(
+    settings: Settings, producer: Any, tag: str, events: Sequence[dict[str, Any]]
+) -> list[str]:
+    """One search event (no item: it changes no item popularity) per events partition.
+
+    A list for each proves that every partition has an owner that processes events.
+    Returns the probe event ids.
+    """
+    ts = float(events[0]["ts"]) if events else time.time()
+    topic = settings.topic(settings.events_topic)
+    ids = []
+    for p in range(settings.events_partitions):
+        user = f"{PROBE_PREFIX}{tag}-{p}"
+        event_id = f"{PROBE_PREFIX}{tag}-{p}"
+        body = {"user_id": user, "event_type": "search", "text": "probe", "ts": ts,
+                "event_id": event_id}  # fmt: skip
+        producer.send(topic, key=user.encode(), value=json.dumps(body).encode(), partition=p)
+        ids.append(event_id)
+    producer.flush()
+    return ids
