@@ -5,6 +5,7 @@ Each worker gets its own data directory and web port so that several can share a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -25,11 +26,12 @@ def free_port() -> int:
 def settings_env(settings: Settings) -> dict[str, str]:
     """RECSTREAM_* variables that reproduce `settings` in a child process."""
     env: dict[str, str] = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
+    for name, value in settings.model_dump(mode="json").items():
         if value is None:
             continue
-        env[f"RECSTREAM_{name.upper()}"] = str(value)
+        # pydantic-settings reads complex fields (tuples, lists) from the environment as JSON.
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        env[f"RECSTREAM_{name.upper()}"] = text
     return env
 
 

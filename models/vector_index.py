@@ -170,7 +170,8 @@ class VectorIndex:
 
     def upsert(self, key: str, vec: ArrayLike) -> None:
         """Store ``vec`` under ``key``, replacing any previous vector."""
-        self.upsert_many([key], np.asarray(vec, dtype=np.float32).reshape(1, -1))
+        # A list of one vector: a (1, dim) array passed here becomes (1, 1, dim) and is refused.
+        self.upsert_many([key], [np.asarray(vec)])
 
     def upsert_many(self, keys: Sequence[str], vecs: ArrayLike) -> None:
         """Store ``vecs[i]`` under ``keys[i]``; a key repeated in ``keys`` keeps its last vector.
@@ -181,6 +182,8 @@ class VectorIndex:
         """
         if isinstance(keys, str):
             raise ValidationError("keys must be a sequence of strings, not a single string")
+        if len(keys) == 0 and np.size(vecs) == 0:
+            return
         matrix = self._prepare(vecs, what="vecs")
         if matrix.shape[0] != len(keys):
             raise ValidationError(f"{len(keys)} keys but {matrix.shape[0]} vectors")
@@ -235,7 +238,8 @@ class VectorIndex:
         """Rebuild the HNSW graph from the stored vectors (no-op below the threshold).
 
         Incremental removals and replacements degrade an HNSW graph slowly (recall@10 0.996 →
-        about 0.975 after every vector was replaced once, in the test quoted above); call this
+        about 0.975 after every vector was replaced once, in the churn test of the module
+        docstring); call this
         in a quiet period after heavy churn.
         """
         if self._ann is not None or len(self._slot_of) > self._exact_threshold:

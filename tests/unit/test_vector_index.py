@@ -101,6 +101,8 @@ def test_remove_removes() -> None:
 def test_search_edge_cases() -> None:
     index = VectorIndex(2)
     assert index.search([1.0, 0.0], 3) == []
+    index.upsert_many([], [])
+    assert len(index) == 0
     index.upsert_many(["a", "b"], [[1.0, 0.0], [0.0, 1.0]])
     assert index.search([1.0, 0.0], 0) == []
     assert index.search([1.0, 0.0], 3, exclude={"a", "b", "zz"}) == []
@@ -268,9 +270,11 @@ def test_ann_path_small_catalog_with_exclusions_and_hysteresis() -> None:
         total += 10
     assert hits / total >= 0.95
 
-    # Replacing a vector moves the key in the ANN too.
+    # Replacing a vector moves the key in the ANN too, and survives a rebuild.
     index.upsert("i0", -vecs[1])
     assert index.search(-vecs[1], 1)[0][0] == "i0"
+    index.rebuild_ann()
+    assert index.uses_ann and index.search(-vecs[1], 1)[0][0] == "i0"
 
     # Exclusions too large for over-fetching are answered exactly.
     big_exclude = set(keys[:2500])
