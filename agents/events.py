@@ -43,7 +43,6 @@ from recstream.streams.topics import Topics
 log = logging.getLogger(__name__)
 
 
-
 def limits_from(settings: Settings) -> Limits:
     return Limits(
         max_payload_bytes=settings.max_payload_bytes,
@@ -160,7 +159,7 @@ def register_events(
             await send_dead_letter(topics, event, exc)
         except faust.exceptions.FaustError:
             raise  # a deployment problem (e.g. partition mismatch), not bad data: fail loudly
-        except Exception as exc:  # noqa: BLE001 - a worker never crashes on data
+        except Exception as exc:
             log.exception("processing failed for an event of user %s", user_id)
             await send_dead_letter(topics, event, RuntimeError(f"processing failed: {exc!r}"))
 
@@ -190,9 +189,7 @@ def register_events(
                     ),
                 )
                 continue
-            await guarded(
-                event, apply_event(ev, event_id, event.message.partition), ev.user_id
-            )
+            await guarded(event, apply_event(ev, event_id, event.message.partition), ev.user_id)
 
     @app.agent(topics.user_texts, name=f"{settings.app_id}.text-embedder", concurrency=1)
     async def text_embedder(stream: faust.StreamT) -> None:

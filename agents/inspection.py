@@ -39,7 +39,7 @@ def user_report(
         mean = posterior.mean()
         lo, hi = posterior.credible_interval(0.9)
         order = np.argsort(-mean)
-        for i in order[:top * 2]:
+        for i in order[: top * 2]:
             categories.append(
                 {
                     "category": posterior.labels[int(i)],

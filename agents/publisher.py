@@ -14,8 +14,8 @@ from typing import Any
 
 import faust
 
-from recstream.agents.state import interest_params, load_user_state, top_interests
 from recstream.agents.ranking import NAMES, FusedRanker, UserRanking, rec_seed
+from recstream.agents.state import interest_params, load_user_state, top_interests
 from recstream.agents.tables import Tables
 from recstream.config.settings import Settings
 from recstream.models import decay
@@ -85,9 +85,7 @@ class ListPublisher:
             signal_bounds=bounds,
         )
 
-    def build_popularity(
-        self, user_id: str, state: InterestState, event_id: str
-    ) -> Recommendation:
+    def build_popularity(self, user_id: str, state: InterestState, event_id: str) -> Recommendation:
         at_ts = state.last_ts
         catalog = self.tables.catalog
         snapshots = [v for v in self.tables.popular_top.values() if v]

@@ -72,7 +72,11 @@ class UserRanking:
 
 def global_weights(tables: Tables) -> np.ndarray:
     """The global fusion weights: the mean of every partition's copy, on the simplex."""
-    rows = [np.asarray(v["weights"]["weights"], dtype=np.float64) for v in tables.global_weights.values() if v]
+    rows = [
+        np.asarray(v["weights"]["weights"], dtype=np.float64)
+        for v in tables.global_weights.values()
+        if v
+    ]
     rows = [r for r in rows if r.shape == (K,)]
     if not rows:
         return np.full(K, 1.0 / K)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from recstream.config.settings import Settings
 from recstream.models.interest_state import DEFAULT_EVENT_WEIGHTS, InterestParams, InterestState
 

@@ -18,23 +18,23 @@ from recstream.config.settings import Settings
 
 @dataclass(frozen=True)
 class Tables:
-    user_state: faust.Table
+    user_state: faust.types.TableT
     """user_id → InterestState bytes (co-partitioned with `events`)."""
-    item_popularity: faust.Table
+    item_popularity: faust.types.TableT
     """item_id → ItemPopularity bytes (co-partitioned with the item-hits repartition)."""
-    popular_top: faust.GlobalTable
-    """"p<partition>" → {item_id: log_mass}: each popularity partition's top items, on every worker."""
-    catalog: faust.GlobalTable
+    popular_top: faust.types.tables.GlobalTableT
+    """"p<partition>" → {item_id: log_mass}: a popularity partition's top items (every worker)."""
+    catalog: faust.types.tables.GlobalTableT
     """item_id → {title, categories, ts}: the live catalog, on every worker."""
-    latest_lists: faust.Table
+    latest_lists: faust.types.TableT
     """user_id → the latest published list (JSON), co-partitioned with `recommendations`."""
-    user_ranking: faust.Table
+    user_ranking: faust.types.TableT
     """user_id → UserRanking JSON: fusion weights, recently served lists, recent items."""
-    served_lists: faust.Table
+    served_lists: faust.types.TableT
     """user_id → the user's last few lists as served (signals, bounds), for feedback."""
-    global_weights: faust.GlobalTable
+    global_weights: faust.types.tables.GlobalTableT
     """"p<partition>" → global fusion weights as updated by that partition's users."""
-    covisit: faust.GlobalTable
+    covisit: faust.types.tables.GlobalTableT
     """item_id → CoVisitNeighbours JSON (top-M decayed neighbours), on every worker."""
     """user_id → the latest published list (JSON), co-partitioned with `recommendations`."""
 
@@ -45,51 +45,41 @@ def declare_tables(
     on_catalog_change: Callable[[Any], Awaitable[None]] | None = None,
 ) -> Tables:
     # Faust derives a table's store serializers from key_type/value_type (not from a
-    # schema): bytes → raw, anything else → json.
-    raw = {"key_type": str, "value_type": bytes}
-    as_json = {"key_type": str}
+    # schema): bytes → raw values, anything else → JSON.
+    def table(name: str, partitions: int, *, raw: bool = False) -> faust.types.TableT:
+        return app.Table(
+            name,
+            key_type=str,
+            value_type=bytes if raw else None,
+            partitions=partitions,
+            default=None,
+        )
+
+    def global_table(
+        name: str,
+        partitions: int,
+        on_changelog_event: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> faust.types.tables.GlobalTableT:
+        return app.GlobalTable(
+            name,
+            key_type=str,
+            partitions=partitions,
+            default=None,
+            on_changelog_event=on_changelog_event,
+        )
+
+    s = settings
     return Tables(
-        user_state=app.Table(
-            "user-state", partitions=settings.events_partitions, default=None, **raw
-        ),
-        item_popularity=app.Table(
-            "item-popularity", partitions=settings.events_partitions, default=None, **raw
-        ),
-        popular_top=app.GlobalTable(
-            "popular-top",
-            **as_json,
-            # Written by the popularity agent: changelog partition = item-hits partition.
-            partitions=settings.events_partitions,
-            default=None,
-        ),
-        catalog=app.GlobalTable(
-            "catalog",
-            **as_json,
-            partitions=settings.items_partitions,  # co-partitioned with the items topic
-            default=None,
-            # Every changelog record read (recovery, other workers' writes) also updates the
-            # worker's in-memory vector index.
-            on_changelog_event=on_catalog_change,
-        ),
-        latest_lists=app.Table(
-            "latest-lists",
-            **as_json,
-            partitions=settings.recommendations_partitions,
-            default=None,
-        ),
-        user_ranking=app.Table(
-            "user-ranking", partitions=settings.events_partitions, default=None, **as_json
-        ),
-        served_lists=app.Table(
-            "served-lists",
-            partitions=settings.recommendations_partitions,
-            default=None,
-            **as_json,
-        ),
-        global_weights=app.GlobalTable(
-            "global-weights", partitions=settings.events_partitions, default=None, **as_json
-        ),
-        covisit=app.GlobalTable(
-            "covisit", partitions=settings.events_partitions, default=None, **as_json
-        ),
+        user_state=table("user-state", s.events_partitions, raw=True),
+        item_popularity=table("item-popularity", s.events_partitions, raw=True),
+        # Written by the popularity agent: changelog partition = item-hits partition.
+        popular_top=global_table("popular-top", s.events_partitions),
+        # Co-partitioned with the items topic. Every changelog record read (recovery, other
+        # workers' writes) also updates the worker's in-memory vector index.
+        catalog=global_table("catalog", s.items_partitions, on_catalog_change),
+        latest_lists=table("latest-lists", s.recommendations_partitions),
+        user_ranking=table("user-ranking", s.events_partitions),
+        served_lists=table("served-lists", s.recommendations_partitions),
+        global_weights=global_table("global-weights", s.events_partitions),
+        covisit=global_table("covisit", s.events_partitions),
     )

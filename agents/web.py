@@ -2,6 +2,8 @@
 
 GET /recommendations/{user_id}/  the latest published list
 GET /users/{user_id}/            the user's state: decayed interests, posterior, weights
+GET /items/{item_id}/            a catalog entry with its vector (the catalog is on every worker)
+GET /stats/embedding/            micro-batch sizes and encode times of this worker
 """
 
 from __future__ import annotations
@@ -43,3 +45,28 @@ def register_web(
         state = load_user_state(raw, params)
         ranking = UserRanking.load(tables.user_ranking.get(user_id))
         return web.json(user_report(user_id, state, ranking, runtime, ranker))
+
+    @app.page("/items/{item_id}/")
+    async def items(web: View, request: Request, item_id: str) -> Response:
+        entry = tables.catalog.get(item_id)
+        if entry is None:
+            return web.json({"error": f"unknown item {item_id!r}"}, status=404)
+        return web.json(
+            {"item_id": item_id, "indexed": runtime.item_vector(item_id) is not None, **entry}
+        )
+
+    @app.page("/stats/embedding/")
+    async def embedding_stats(web: View, request: Request) -> Response:
+        stats = runtime.stats
+        return web.json(
+            {
+                "model_id": runtime.model_id,
+                "batches": len(stats.sizes),
+                "encoded": stats.encoded,
+                "cache_hits": stats.cache_hits,
+                "batch_sizes": stats.sizes[-1000:],
+                "batch_ms": [round(x, 3) for x in stats.encode_ms[-1000:]],
+                "index_size": 0 if runtime.index is None else len(runtime.index),
+                "stale_vectors": runtime.stale_vectors,
+            }
+        )

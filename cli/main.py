@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from recstream.bench_cmd import bench_app
 from recstream.config.settings import Settings, load_settings
 from recstream.models.errors import RecstreamError
 
@@ -22,6 +23,9 @@ kafka_app = typer.Typer(help="Run a local single-node Kafka (KRaft) broker.", no
 app.add_typer(kafka_app, name="kafka")
 topics_app = typer.Typer(help="Manage the pipeline's topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+inspect_app = typer.Typer(help="Look at live state through a worker.", no_args_is_help=True)
+app.add_typer(inspect_app, name="inspect")
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 err = Console(stderr=True)
@@ -90,7 +94,7 @@ def kafka_reset() -> None:
 # --- topics ------------------------------------------------------------------------------------
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create the events, items, recommendations and dead-letter topics (partitions from settings)."""
+    """Create the events, items, recommendations and dead-letter topics (settings' partitions)."""
     from recstream.admin import ensure_topics, topic_specs
 
     settings = _settings()
@@ -99,7 +103,9 @@ def topics_create() -> None:
     except RecstreamError as exc:
         raise _fail(exc) from exc
     except Exception as exc:
-        raise _fail(RecstreamError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")) from exc
+        raise _fail(
+            RecstreamError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")
+        ) from exc
     for name, partitions in topic_specs(settings).items():
         state = "created" if name in created else "exists"
         console.print(f"{name}: {partitions} partitions ({state})")
@@ -122,9 +128,13 @@ def worker(
 # --- produce -----------------------------------------------------------------------------------
 @app.command()
 def produce(
-    kind: Annotated[str, typer.Argument(help="events or items (ignored with --synthetic).")] = "events",
+    kind: Annotated[
+        str, typer.Argument(help="events or items (ignored with --synthetic).")
+    ] = "events",
     file: Annotated[Path | None, typer.Option("--file", "-f", help="JSONL file to send.")] = None,
-    synthetic: Annotated[bool, typer.Option(help="Send a generated catalog and event stream.")] = False,
+    synthetic: Annotated[
+        bool, typer.Option(help="Send a generated catalog and event stream.")
+    ] = False,
     users: Annotated[int, typer.Option(help="Synthetic users.")] = 50,
     items: Annotated[int, typer.Option(help="Synthetic items.")] = 300,
     events_per_user: Annotated[int, typer.Option(help="Synthetic events per user.")] = 40,
@@ -154,14 +164,18 @@ def produce(
     try:
         ensure_topics(settings)
     except Exception as exc:
-        raise _fail(RecstreamError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")) from exc
+        raise _fail(
+            RecstreamError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")
+        ) from exc
 
     batches: list[tuple[str, list[tuple[int, Any]]]] = []
     if synthetic:
         from recstream.models.synthetic import SyntheticConfig, generate
 
         data = generate(
-            SyntheticConfig(n_items=items, n_users=users, events_per_user=events_per_user, seed=seed)
+            SyntheticConfig(
+                n_items=items, n_users=users, events_per_user=events_per_user, seed=seed
+            )
         )
         batches.append(("items", list(enumerate(data.items, start=1))))
         batches.append(("events", list(enumerate(data.events, start=1))))
@@ -179,7 +193,11 @@ def produce(
                     progress.advance(task)
 
             report = do_produce(
-                settings, batch_kind, records, rate=rate, send_invalid=send_invalid,  # type: ignore[arg-type]
+                settings,
+                batch_kind,
+                records,
+                rate=rate,
+                send_invalid=send_invalid,  # type: ignore[arg-type]
                 progress=_Tick(),
             )
             for lineno, reason in report.invalid[:50]:
@@ -209,10 +227,9 @@ def tail(
 
     settings = _settings()
     if as_json:
-        n = 0
-        for rec in iter_lists(settings, from_beginning=from_beginning, timeout_s=timeout):
+        lists = iter_lists(settings, from_beginning=from_beginning, timeout_s=timeout)
+        for n, rec in enumerate(lists, start=1):
             sys.stdout.write(json.dumps(rec) + "\n")
-            n += 1
             if max_lists is not None and n >= max_lists:
                 break
         return
@@ -245,6 +262,65 @@ def demo(
         )
     except RecstreamError as exc:
         raise _fail(exc) from exc
+
+
+# --- inspect -----------------------------------------------------------------------------------
+@inspect_app.command("user")
+def inspect_user(
+    user_id: Annotated[str, typer.Argument(help="The user to show.")],
+    url: Annotated[
+        str | None, typer.Option(help="A worker's web address (default: this machine's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A live user's decayed interests, category posterior, weights and state size."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from rich.table import Table
+
+    settings = _settings()
+    base = url or f"http://{settings.web_host}:{settings.web_port}"
+    target = f"{base}/users/{urllib.parse.quote(user_id, safe='')}/"
+    try:
+        with urllib.request.urlopen(target, timeout=10) as resp:
+            report = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise _fail(
+            RecstreamError(f"{target}: {exc.code} {exc.read().decode(errors='replace')}")
+        ) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise _fail(
+            RecstreamError(
+                f"no worker answers at {base} ({exc}); "
+                "start one with `recstream worker` or pass --url"
+            )
+        ) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    console.print(
+        f"[bold]user {report['user_id']}[/bold]: {report['event_count']} events, last at "
+        f"{report['last_ts']:.0f} ({report['last_event_id']}), "
+        f"state {report['state_bytes']} bytes, posterior entropy {report['entropy_nats']} nats, "
+        f"{report['feedback_count']} feedback updates"
+    )
+    for horizon, items in report["top_items"].items():
+        console.print(
+            f"{horizon} horizon: "
+            + ", ".join(f"{i['item_id']} ({i['similarity']:.3f})" for i in items)
+        )
+    table = Table(title="category posterior (mean, 90% credible interval)")
+    table.add_column("category")
+    table.add_column("mean", justify="right")
+    table.add_column("90% interval", justify="right")
+    for row in report["posterior"]:
+        table.add_row(
+            row["category"], f"{row['mean']:.3f}", f"[{row['ci90'][0]:.3f}, {row['ci90'][1]:.3f}]"
+        )
+    console.print(table)
+    console.print("weights: " + ", ".join(f"{k}={v:.3f}" for k, v in report["weights"].items()))
 
 
 def main() -> None:

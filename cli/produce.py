@@ -111,8 +111,10 @@ def produce(
                 if not send_invalid:
                     continue
                 key = ""
-                raw = record.encode("utf-8", "surrogateescape") if isinstance(record, str) else (
-                    record if isinstance(record, bytes) else encode_json(record)
+                raw = (
+                    record.encode("utf-8", "surrogateescape")
+                    if isinstance(record, str)
+                    else (record if isinstance(record, bytes) else encode_json(record))
                 )
             producer.send(topic, key=key.encode("utf-8") if key else None, value=raw)
             report.sent += 1

@@ -48,7 +48,8 @@ def render_list(rec: dict[str, Any], max_items: int = 5) -> Table:
     as_of = rec.get("as_of") or {}
     weights = ", ".join(f"{k}={v:.2f}" for k, v in (rec.get("weights") or {}).items())
     interests = ", ".join(
-        f"{i.get('category')} {float(i.get('share', 0)):.0%}" for i in rec.get("top_interests") or []
+        f"{i.get('category')} {float(i.get('share', 0)):.0%}"
+        for i in rec.get("top_interests") or []
     )
     table = Table(
         title=f"user {rec.get('user_id')}  list {str(rec.get('rec_id'))[:8]}  "

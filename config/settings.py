@@ -96,9 +96,7 @@ class Settings(BaseSettings):
         "rocksdb://",
         description="Faust table store: rocksdb:// (RocksDB through rocksdict) or memory://.",
     )
-    data_dir: Path = Field(
-        Path("var/worker"), description="Worker data directory (RocksDB files)."
-    )
+    data_dir: Path = Field(Path("var/worker"), description="Worker data directory (RocksDB files).")
     web_host: str = Field("127.0.0.1", description="Bind address of the worker web server.")
     web_port: int = Field(6066, description="Port of the worker web server.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(

@@ -73,7 +73,9 @@ class ItemPopularity:
         return cls(log_mass=float(log_mass), recent=[int(x) for x in recent])
 
 
-def merge_top(current: Mapping[str, float], updates: Mapping[str, float], n: int) -> dict[str, float]:
+def merge_top(
+    current: Mapping[str, float], updates: Mapping[str, float], n: int
+) -> dict[str, float]:
     """The `n` items with the largest log-mass from both maps (max per item).
 
     Log-masses only grow, so the larger value of an item is the more recent one.

@@ -107,7 +107,9 @@ def signal_matrix(
     fresh_rate = decay.decay_rate(params.freshness_half_life_s)
     for i, c in enumerate(candidates):
         raw[i, 2] = c.covisit
-        raw[i, 3] = 0.0 if c.log_popularity == -math.inf else decay.score(c.log_popularity, at_ts, pop_rate)
+        raw[i, 3] = (
+            0.0 if c.log_popularity == -math.inf else decay.score(c.log_popularity, at_ts, pop_rate)
+        )
         raw[i, 4] = c.category_affinity
         if c.item_ts is not None:
             raw[i, 5] = math.exp(-fresh_rate * max(at_ts - c.item_ts, 0.0))
@@ -121,8 +123,12 @@ def column_bounds(raw: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         return np.zeros(x.shape[1]), np.zeros(x.shape[1])
     masked = np.where(np.isfinite(x), x, np.nan)
     with np.errstate(all="ignore"):
-        lo = np.nan_to_num(np.nanmin(masked, axis=0) if np.isfinite(masked).any() else np.zeros(x.shape[1]))
-        hi = np.nan_to_num(np.nanmax(masked, axis=0) if np.isfinite(masked).any() else np.zeros(x.shape[1]))
+        lo = np.nan_to_num(
+            np.nanmin(masked, axis=0) if np.isfinite(masked).any() else np.zeros(x.shape[1])
+        )
+        hi = np.nan_to_num(
+            np.nanmax(masked, axis=0) if np.isfinite(masked).any() else np.zeros(x.shape[1])
+        )
     return lo, hi
 
 

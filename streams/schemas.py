@@ -51,7 +51,9 @@ def parse_timestamp(value: Any) -> float:
                 parsed = parsed.replace(tzinfo=UTC)
             ts = parsed.timestamp()
     else:
-        raise ValueError(f"ts must be epoch seconds or an ISO-8601 string, got {type(value).__name__}")
+        raise ValueError(
+            f"ts must be epoch seconds or an ISO-8601 string, got {type(value).__name__}"
+        )
     if not math.isfinite(ts):
         raise ValueError("ts must be finite")
     return ts

@@ -63,9 +63,7 @@ def run_settings(broker: Settings, tmp_path: Path) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def start_worker(
-    run_settings: Settings, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(run_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(data_dir: Path | None = None, name: str = "w") -> WorkerProcess:
@@ -154,7 +152,9 @@ def get_json(url: str, timeout_s: float = 30.0) -> Any:
     raise AssertionError(f"GET {url} failed: {last}")
 
 
-def event(user: str, eid: str, ts: float, item: str | None = "i1", etype: str = "click", **extra: Any) -> tuple[bytes, bytes]:
+def event(
+    user: str, eid: str, ts: float, item: str | None = "i1", etype: str = "click", **extra: Any
+) -> tuple[bytes, bytes]:
     body: dict[str, Any] = {"user_id": user, "event_type": etype, "ts": ts, "event_id": eid}
     if item is not None:
         body["item_id"] = item
@@ -163,5 +163,11 @@ def event(user: str, eid: str, ts: float, item: str | None = "i1", etype: str = 
 
 
 def item(item_id: str, title: str, categories: list[str]) -> tuple[bytes, bytes]:
-    body = {"item_id": item_id, "title": title, "text": f"{title} description", "categories": categories, "ts": 1_700_000_000}
+    body = {
+        "item_id": item_id,
+        "title": title,
+        "text": f"{title} description",
+        "categories": categories,
+        "ts": 1_700_000_000,
+    }
     return item_id.encode(), json.dumps(body).encode()

@@ -24,21 +24,31 @@ def lists_reflecting(event_ids: set[str]) -> Callable[[list[Any]], bool]:
 def test_events_in_lists_out_with_as_of_and_explanations(
     start_worker: Callable[..., WorkerProcess], topics: dict[str, Topic]
 ) -> None:
-    topics["items"].send([item(f"i{n}", f"Item {n}", ["jazz" if n % 2 else "space"]) for n in range(6)])
+    topics["items"].send(
+        [item(f"i{n}", f"Item {n}", ["jazz" if n % 2 else "space"]) for n in range(6)]
+    )
     worker = start_worker()
     # Popular items first (other users), then u1 consumes i1.
-    warm = [event(f"p{n}", f"p{n}-0", T0 + n, item=f"i{n % 3 + 1}", etype="purchase") for n in range(9)]
+    warm = [
+        event(f"p{n}", f"p{n}-0", T0 + n, item=f"i{n % 3 + 1}", etype="purchase") for n in range(9)
+    ]
     topics["events"].send(warm)
     topics["recommendations"].read_until(lists_reflecting({"p8-0"}), 120, worker=worker)
     # Popularity reaches every worker through a broadcast: wait until a probe list shows it.
     topics["events"].send([event("probe", "probe-0", T0 + 50, item="i5")])
     topics["recommendations"].read_until(
         lambda recs: any(r["user_id"] == "probe" and len(r["items"]) >= 3 for r in recs),
-        60, worker=worker,
+        60,
+        worker=worker,
     )
-    topics["events"].send([event("u1", "u1-0", T0 + 100, item="i1"), event("u1", "u1-1", T0 + 101, item="i2", etype="view")])
+    topics["events"].send(
+        [
+            event("u1", "u1-0", T0 + 100, item="i1"),
+            event("u1", "u1-1", T0 + 101, item="i2", etype="view"),
+        ]
+    )
     recs = topics["recommendations"].read_until(lists_reflecting({"u1-1"}), 60, worker=worker)
-    last = [r for r in recs if r["user_id"] == "u1" and r["as_of"]["event_id"] == "u1-1"][0]
+    last = next(r for r in recs if r["user_id"] == "u1" and r["as_of"]["event_id"] == "u1-1")
     assert last["as_of"]["ts"] == T0 + 101
     ids = [i["item_id"] for i in last["items"]]
     assert ids, "the list is empty"
@@ -47,7 +57,12 @@ def test_events_in_lists_out_with_as_of_and_explanations(
         assert abs(sum(entry["contributions"].values()) - entry["score"]) < 1e-9
     assert last["ranker"] == "fused"
     assert set(last["weights"]) == {
-        "semantic_short", "semantic_long", "covisit", "trending", "category", "freshness"
+        "semantic_short",
+        "semantic_long",
+        "covisit",
+        "trending",
+        "category",
+        "freshness",
     }
     assert abs(sum(last["weights"].values()) - 1.0) < 1e-9
     # The web endpoint serves the latest list for the user.
@@ -59,12 +74,16 @@ def test_popularity_baseline_ranks_by_decayed_popularity(
     run_settings: Settings, tmp_path: Any, topics: dict[str, Topic]
 ) -> None:
     settings = run_settings.model_copy(update={"ranker": "popularity"})
-    worker = WorkerProcess(settings, data_dir=tmp_path / "pop", log_file=tmp_path / "pop.log").start()
+    worker = WorkerProcess(
+        settings, data_dir=tmp_path / "pop", log_file=tmp_path / "pop.log"
+    ).start()
     try:
         topics["items"].send([item(f"i{n}", f"Item {n}", ["x"]) for n in range(6)])
         # i3: three recent purchases; i1: one old purchase (decayed by 2^-4 over 4 weeks).
         warm = [event("p0", "p0-0", T0 - 28 * 86_400, item="i1", etype="purchase")]
-        warm += [event(f"p{n}", f"p{n}-0", T0 + n, item="i3", etype="purchase") for n in range(1, 4)]
+        warm += [
+            event(f"p{n}", f"p{n}-0", T0 + n, item="i3", etype="purchase") for n in range(1, 4)
+        ]
         warm += [event("p4", "p4-0", T0 + 5, item="i2", etype="click")]
         topics["events"].send(warm)
         topics["recommendations"].read_until(lists_reflecting({"p4-0"}), 120, worker=worker)
@@ -72,11 +91,12 @@ def test_popularity_baseline_ranks_by_decayed_popularity(
         topics["events"].send([event("probe", "probe-0", T0 + 50, item="i2", etype="view")])
         topics["recommendations"].read_until(
             lambda recs: any(r["user_id"] == "probe" and len(r["items"]) >= 2 for r in recs),
-            60, worker=worker,
+            60,
+            worker=worker,
         )
         topics["events"].send([event("u1", "u1-0", T0 + 100, item="i2")])
         recs = topics["recommendations"].read_until(lists_reflecting({"u1-0"}), 60, worker=worker)
-        last = [r for r in recs if r["as_of"]["event_id"] == "u1-0"][0]
+        last = next(r for r in recs if r["as_of"]["event_id"] == "u1-0")
         assert last["ranker"] == "popularity" and last["weights"] == {"popularity": 1.0}
         ids = [i["item_id"] for i in last["items"]]
         assert ids[:2] == ["i3", "i1"] and "i2" not in ids  # consumed i2 excluded
@@ -86,12 +106,47 @@ def test_popularity_baseline_ranks_by_decayed_popularity(
 
 BAD: list[tuple[bytes | None, bytes, str]] = [
     (b"u9", b"{not json", "malformed JSON"),
-    (b"u9", json.dumps({"user_id": 7, "event_type": "click", "item_id": "i1", "ts": T0}).encode(), "user_id"),
-    (b"u9", json.dumps({"event_type": "click", "item_id": "i1", "ts": T0}).encode(), "user_id: Field required"),
-    (b"u9", json.dumps({"user_id": "u9", "event_type": "teleport", "item_id": "i1", "ts": T0}).encode(), "event_type"),
-    (b"u9", json.dumps({"user_id": "u9", "event_type": "click", "item_id": "i1", "ts": 500_000_000}).encode(), "before the earliest"),
-    (b"u9", json.dumps({"user_id": "u9", "event_type": "click", "item_id": "i1", "ts": time.time() + 10 * 86_400}).encode(), "in the future"),
-    (b"u9", json.dumps({"user_id": "u9", "event_type": "search", "ts": T0, "text": "x" * 5000}).encode(), "exceeds the limit"),
+    (
+        b"u9",
+        json.dumps({"user_id": 7, "event_type": "click", "item_id": "i1", "ts": T0}).encode(),
+        "user_id",
+    ),
+    (
+        b"u9",
+        json.dumps({"event_type": "click", "item_id": "i1", "ts": T0}).encode(),
+        "user_id: Field required",
+    ),
+    (
+        b"u9",
+        json.dumps({"user_id": "u9", "event_type": "teleport", "item_id": "i1", "ts": T0}).encode(),
+        "event_type",
+    ),
+    (
+        b"u9",
+        json.dumps(
+            {"user_id": "u9", "event_type": "click", "item_id": "i1", "ts": 500_000_000}
+        ).encode(),
+        "before the earliest",
+    ),
+    (
+        b"u9",
+        json.dumps(
+            {
+                "user_id": "u9",
+                "event_type": "click",
+                "item_id": "i1",
+                "ts": time.time() + 10 * 86_400,
+            }
+        ).encode(),
+        "in the future",
+    ),
+    (
+        b"u9",
+        json.dumps(
+            {"user_id": "u9", "event_type": "search", "ts": T0, "text": "x" * 5000}
+        ).encode(),
+        "exceeds the limit",
+    ),
     (b"u9", b"\xff\xfe\xfa not utf-8", "not valid UTF-8"),
 ]
 
@@ -116,7 +171,7 @@ def test_bad_records_go_to_dead_letters_and_good_ones_are_all_processed(
     import base64
 
     by_value = {base64.b64decode(d["value_b64"]): d for d in dead}
-    for key, value, reason in BAD:
+    for _key, value, reason in BAD:
         letter = by_value[value]  # the original bytes are kept
         assert reason in letter["reason"], (reason, letter["reason"])
         assert letter["source_topic"].endswith("events")
@@ -141,7 +196,9 @@ def test_restart_keeps_state_and_neither_loses_nor_double_counts(
     first = [event(users[n % 4], f"a-{n}", T0 + n, item=f"i{n % 7}") for n in range(40)]
     worker = start_worker(data_dir=tmp_path / "d1")
     topics["events"].send(first)
-    topics["recommendations"].read_until(lists_reflecting({f"a-{n}" for n in range(36, 40)}), 120, worker=worker)
+    topics["recommendations"].read_until(
+        lists_reflecting({f"a-{n}" for n in range(36, 40)}), 120, worker=worker
+    )
     before = _states(worker, users)
     assert {u: s["event_count"] for u, s in before.items()} == dict.fromkeys(users, 10)
     assert worker.stop() == 0
@@ -167,7 +224,9 @@ def test_restart_keeps_state_and_neither_loses_nor_double_counts(
     feeder.join()
     topics["events"].send(second[:30])  # duplicates
     worker = start_worker(data_dir=tmp_path / "d2")
-    topics["recommendations"].read_until(lists_reflecting({f"b-{n}" for n in range(116, 120)}), 180, worker=worker)
+    topics["recommendations"].read_until(
+        lists_reflecting({f"b-{n}" for n in range(116, 120)}), 180, worker=worker
+    )
     final = _states(worker, users)
     assert {u: s["event_count"] for u, s in final.items()} == dict.fromkeys(users, 40)
     assert {u: s["last_event_id"] for u, s in final.items()} == {

@@ -22,7 +22,13 @@ def raw(**fields: object) -> bytes:
 
 def test_valid_event_decodes() -> None:
     ev = decode_event(raw(value=None, event_id="e1", rec_id="r1"), LIMITS, now=NOW)
-    assert (ev.user_id, ev.event_type, ev.item_id, ev.ts, ev.event_id) == ("u1", "click", "i1", NOW, "e1")
+    assert (ev.user_id, ev.event_type, ev.item_id, ev.ts, ev.event_id) == (
+        "u1",
+        "click",
+        "i1",
+        NOW,
+        "e1",
+    )
 
 
 def test_iso_timestamp_is_event_time_in_seconds() -> None:
@@ -73,7 +79,12 @@ def test_items_decode_with_description_alias_and_defaults() -> None:
         json.dumps({"item_id": "m1", "title": "Alien", "description": "space\x07horror"}).encode(),
         LIMITS,
     )
-    assert (item.item_id, item.title, item.text, item.categories) == ("m1", "Alien", "space horror", [])
+    assert (item.item_id, item.title, item.text, item.categories) == (
+        "m1",
+        "Alien",
+        "space horror",
+        [],
+    )
 
 
 @pytest.mark.parametrize(

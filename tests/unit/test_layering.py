@@ -8,7 +8,16 @@ import sys
 
 import recstream.models
 
-FORBIDDEN = ("faust", "mode", "aiokafka", "kafka", "rocksdict", "recstream.config", "recstream.streams", "recstream.agents")
+FORBIDDEN = (
+    "faust",
+    "mode",
+    "aiokafka",
+    "kafka",
+    "rocksdict",
+    "recstream.config",
+    "recstream.streams",
+    "recstream.agents",
+)
 
 
 def test_models_import_no_kafka_faust_or_settings() -> None:
@@ -18,7 +27,8 @@ def test_models_import_no_kafka_faust_or_settings() -> None:
         "import importlib, sys\n"
         f"for m in {modules!r}:\n"
         "    importlib.import_module('recstream.models.' + m)\n"
-        f"bad = sorted(n for n in sys.modules if n.split('.')[0] in {FORBIDDEN!r} or n.startswith({FORBIDDEN!r}))\n"
+        f"bad = sorted(n for n in sys.modules if n.split('.')[0] in {FORBIDDEN!r}"
+        f" or n.startswith({FORBIDDEN!r}))\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

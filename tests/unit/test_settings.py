@@ -20,6 +20,7 @@ def test_defaults_are_documented_and_sane() -> None:
 def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECSTREAM_BOOTSTRAP", "broker:9092")
     monkeypatch.setenv("RECSTREAM_EVENTS_PARTITIONS", "16")
+    monkeypatch.setenv("RECSTREAM_RECOMMENDATIONS_PARTITIONS", "16")
     monkeypatch.setenv("RECSTREAM_TOPIC_PREFIX", "t1-")
     s = Settings()
     assert s.bootstrap_servers == "broker:9092" and not s.uses_local_broker
@@ -30,6 +31,12 @@ def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> N
 def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECSTREAM_EVENTS_PARTITIONS", "0")
     with pytest.raises(pydantic.ValidationError, match="events_partitions"):
+        Settings()
+
+
+def test_output_must_be_copartitioned_with_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSTREAM_EVENTS_PARTITIONS", "16")
+    with pytest.raises(pydantic.ValidationError, match="recommendations_partitions"):
         Settings()
 
 

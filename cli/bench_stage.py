@@ -1,0 +1,134 @@
+"""`recstream bench embed`: the embedding stage end to end, against a plain encode call.
+
+(a) the stage: N items are published to a throwaway items topic; a real worker (its own
+    process, a fresh vector cache) validates them, micro-batches them, encodes them and emits
+    their vectors. Throughput is N / (Kafka timestamp of the last vector record − the time the
+    first item was sent). The worker is warmed up first (model loaded, one item embedded).
+(b) the baseline: `SentenceTransformer.encode(texts, batch_size=B)` in this process on the same
+    N texts, after the worker has stopped (so the two never share the CPU).
+
+ratio = (a) / (b): 1.0 means the stage adds no overhead to the model's own speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka import KafkaConsumer
+
+from recstream.admin import delete_topics_with_prefix, ensure_topics
+from recstream.config.settings import Settings
+from recstream.models.item_text import item_text
+from recstream.produce import make_producer
+from recstream.workers import WorkerProcess
+
+
+def _consume_vectors(settings: Settings, want: set[str], timeout_s: float) -> dict[str, int]:
+    """item_id → Kafka timestamp (ms) of its vector record, until all of `want` arrived."""
+    topic = settings.topic(f"{settings.app_id}-item-vectors")
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=500,
+    )
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not want <= seen.keys():
+            for msg in consumer:
+                key = msg.key.decode() if msg.key else ""
+                if key in want and key not in seen:
+                    seen[key] = int(msg.timestamp)
+    finally:
+        consumer.close()
+    return seen
+
+
+def run_stage_bench(
+    base: Settings, n: int, batch_size: int, device: str, seed: int = 0, timeout_s: float = 900
+) -> dict[str, Any]:
+    from recstream.bench_embed import synthetic_item_texts
+
+    tag = f"benchembed{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix="recstream-bench-"))
+    settings = base.model_copy(
+        update={
+            "app_id": tag,
+            "topic_prefix": f"{tag}-",
+            "embed_batch_size": batch_size,
+            "embed_device": device,
+            "data_dir": work / "worker",
+            "log_level": "warning",
+        }
+    )
+    titles = synthetic_item_texts(n, seed)
+    texts = [item_text(t, [], "", {}) for t in titles]
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, data_dir=work / "worker", log_file=work / "worker.log").start()
+    producer = make_producer(settings, linger_ms=20)
+    items_topic = settings.topic(settings.items_topic)
+    try:
+        # Warm-up: the worker has loaded the model and embedded one item.
+        producer.send(
+            items_topic,
+            key=b"warmup",
+            value=json.dumps({"item_id": "warmup", "title": "warm up"}).encode(),
+        )
+        producer.flush()
+        if not _consume_vectors(settings, {"warmup"}, 180):
+            raise RuntimeError(f"the worker embedded nothing; see {worker.log_file}")
+        started_ms = time.time() * 1000
+        for i, title in enumerate(titles):
+            body = {"item_id": f"b{i}", "title": title}
+            producer.send(items_topic, key=f"b{i}".encode(), value=json.dumps(body).encode())
+        producer.flush()
+        seen = _consume_vectors(settings, {f"b{i}" for i in range(n)}, timeout_s)
+        if len(seen) < n:
+            raise RuntimeError(f"only {len(seen)} of {n} vectors arrived; see {worker.log_file}")
+        stage_s = (max(seen.values()) - started_ms) / 1000
+        import urllib.request
+
+        with urllib.request.urlopen(f"{worker.url}/stats/embedding/", timeout=10) as resp:
+            stats = json.loads(resp.read())
+    finally:
+        producer.close()
+        worker.stop()
+        delete_topics_with_prefix(settings, tag)
+
+    # (b) the plain library call, same texts, same batch size, nothing else running.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from recstream.models.encoder import TextEncoder
+
+    encoder = TextEncoder(device=device, batch_size=batch_size)
+    model = encoder.model
+    model.encode(texts[:batch_size], batch_size=batch_size, show_progress_bar=False)  # warm-up
+    t0 = time.perf_counter()
+    model.encode(texts, batch_size=batch_size, show_progress_bar=False)
+    encode_s = time.perf_counter() - t0
+
+    batch_ms = stats["batch_ms"][1:] or stats["batch_ms"]  # the first is the warm-up item
+    stage = n / stage_s
+    plain = n / encode_s
+    return {
+        "device": encoder.device,
+        "model": encoder.model_id,
+        "n": n,
+        "batch_size": batch_size,
+        "stage_items_per_s": round(stage, 1),
+        "encode_items_per_s": round(plain, 1),
+        "ratio": round(stage / plain, 3),
+        "batch_ms_p50": round(float(np.percentile(batch_ms, 50)), 1),
+        "batch_ms_p99": round(float(np.percentile(batch_ms, 99)), 1),
+        "stage_batches": len(batch_ms),
+        "stage_mean_batch": round(float(np.mean(stats["batch_sizes"][1:] or [0])), 1),
+    }
