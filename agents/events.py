@@ -28,6 +28,7 @@ from recstream.agents.publisher import ListPublisher
 from recstream.agents.ranking import FusedRanker, UserRanking
 from recstream.agents.state import interest_params, load_user_state
 from recstream.agents.tables import Tables
+from recstream.agents.windows import SEP, WindowTables, user_window_counts
 from recstream.config.settings import Settings
 from recstream.models.covisitation import pair_increments
 from recstream.models.errors import RecstreamError, ValidationError
@@ -69,6 +70,7 @@ def register_events(
     publisher: ListPublisher,
     runtime: EmbeddingRuntime,
     ranker: FusedRanker,
+    windows: WindowTables,
 ) -> dict[str, faust.types.AgentT]:
     limits = limits_from(settings)
     params = interest_params(settings)
@@ -148,6 +150,14 @@ def register_events(
                 key=ev.item_id,
                 value=ItemHit(item_id=ev.item_id, event_id=event_id, ts=ev.ts, weight=weight),
             )
+        if weight > 0 and categories:
+            windows.clock.ts = ev.ts
+            for c in dict.fromkeys(categories):
+                windows.user_categories_short[f"{ev.user_id}{SEP}{c}"] += 1.0
+                windows.user_categories_long[f"{ev.user_id}{SEP}{c}"] += 1.0
+            # Windowed values are read inside the stream (where the store knows the
+            # partition) and kept with the user's ranking state for inspection.
+            ranking.window_counts = user_window_counts(windows, ev.user_id, categories, ev.ts)
         tables.user_state[ev.user_id] = state.to_bytes()
         tables.user_ranking[ev.user_id] = ranking.dump()
         await publisher.on_user_event(ev.user_id, state, event_id)

@@ -21,6 +21,7 @@ from recstream.agents.publisher import ListPublisher, register_publisher
 from recstream.agents.ranking import FusedRanker
 from recstream.agents.tables import Tables, declare_tables
 from recstream.agents.web import register_web
+from recstream.agents.windows import WindowTables, declare_windows
 from recstream.config.settings import Settings
 from recstream.streams.app import create_app
 from recstream.streams.topics import Topics, declare_topics
@@ -36,6 +37,7 @@ class Pipeline:
     publisher: ListPublisher
     runtime: EmbeddingRuntime
     ranker: FusedRanker
+    windows: WindowTables
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -43,13 +45,16 @@ def build_pipeline(settings: Settings) -> Pipeline:
     topics = declare_topics(app, settings)
     runtime = EmbeddingRuntime(settings)
     tables = declare_tables(app, settings, on_catalog_change=runtime.on_catalog_changelog)
+    windows = declare_windows(app, settings)
     ranker = FusedRanker(settings, tables, runtime)
     publisher = ListPublisher(app, settings, topics, tables, ranker)
     agents: dict[str, faust.types.AgentT] = {}
-    agents.update(register_events(app, settings, topics, tables, publisher, runtime, ranker))
-    agents["popularity"] = register_popularity(app, settings, topics, tables)
+    agents.update(
+        register_events(app, settings, topics, tables, publisher, runtime, ranker, windows)
+    )
+    agents["popularity"] = register_popularity(app, settings, topics, tables, windows)
     agents["covisit"] = register_covisit(app, settings, topics, tables)
     agents.update(register_catalog(app, settings, topics, tables, runtime))
     agents["latest_lists"] = register_publisher(app, settings, topics, tables, publisher)
-    register_web(app, settings, tables, runtime, ranker)
-    return Pipeline(app, settings, topics, tables, agents, publisher, runtime, ranker)
+    register_web(app, settings, tables, runtime, ranker, windows)
+    return Pipeline(app, settings, topics, tables, agents, publisher, runtime, ranker, windows)

@@ -8,12 +8,14 @@ most once per `popular_snapshot_interval_s` per partition.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 
 import faust
 
 from recstream.agents.tables import Tables
+from recstream.agents.windows import WindowTables
 from recstream.config.settings import Settings
 from recstream.models import decay
 from recstream.models.popularity import ItemPopularity, merge_top
@@ -22,7 +24,7 @@ from recstream.streams.topics import Topics
 
 
 def register_popularity(
-    app: faust.App, settings: Settings, topics: Topics, tables: Tables
+    app: faust.App, settings: Settings, topics: Topics, tables: Tables, windows: WindowTables
 ) -> faust.types.AgentT:
     rate = decay.decay_rate(settings.popularity_half_life_s)
     top_n = settings.popular_top_n
@@ -30,6 +32,8 @@ def register_popularity(
     # partition → {item_id: log_mass} changed since the last broadcast
     pending: dict[int, dict[str, float]] = {}
     last_broadcast: dict[int, float] = {}
+    # partition → (window start, {item_id: count in that window}) for the trending broadcast
+    trending: dict[int, tuple[float, dict[str, float]]] = {}
 
     def broadcast(partition: int) -> None:
         updates = pending.pop(partition, None)
@@ -39,6 +43,10 @@ def register_popularity(
         merged = merge_top(tables.popular_top.get(key) or {}, updates, top_n)
         tables.popular_top[key] = {k: v for k, v in merged.items() if math.isfinite(v)}
         last_broadcast[partition] = time.monotonic()
+        if partition in trending:
+            start, counts = trending[partition]
+            best = heapq.nlargest(settings.trending_top_n, counts.items(), key=lambda kv: kv[1])
+            windows.trending_top[key] = {"window_start": start, "items": dict(best)}
 
     @app.agent(topics.item_hits, name=f"{settings.app_id}.popularity", concurrency=1)
     async def popularity(stream: faust.StreamT) -> None:
@@ -53,6 +61,16 @@ def register_popularity(
                 continue
             tables.item_popularity[hit.item_id] = state.to_bytes()
             partition = event.message.partition
+            windows.clock.ts = hit.ts
+            windows.item_trending[hit.item_id] += hit.weight
+            count = windows.item_trending[hit.item_id].value()
+            start = hit.ts - hit.ts % settings.window_short_step_s
+            window_start, counts = trending.get(partition, (start, {}))
+            if start > window_start:  # a newer window: its counts start afresh
+                window_start, counts = start, {}
+            if start == window_start:
+                counts[hit.item_id] = float(count)
+                trending[partition] = (window_start, counts)
             pending.setdefault(partition, {})[hit.item_id] = state.log_mass
             if time.monotonic() - last_broadcast.get(partition, 0.0) >= interval:
                 broadcast(partition)

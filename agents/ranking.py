@@ -50,6 +50,7 @@ class UserRanking:
 
     weights: WeightState
     recent: list[tuple[str, float]] = field(default_factory=list)
+    window_counts: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, raw: Mapping[str, Any] | None) -> UserRanking:
@@ -61,12 +62,14 @@ class UserRanking:
         return cls(
             weights=weights,
             recent=[(str(i), float(t)) for i, t in raw.get("recent") or []],
+            window_counts=dict(raw.get("window_counts") or {}),
         )
 
     def dump(self) -> dict[str, Any]:
         return {
             "weights": self.weights.to_dict(),
             "recent": [[i, t] for i, t in self.recent],
+            "window_counts": self.window_counts,
         }
 
 

@@ -4,6 +4,7 @@ GET /recommendations/{user_id}/  the latest published list
 GET /users/{user_id}/            the user's state: decayed interests, posterior, weights
 GET /items/{item_id}/            a catalog entry with its vector (the catalog is on every worker)
 GET /stats/embedding/            micro-batch sizes and encode times of this worker
+GET /trending/                   the items trending in the current short window
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from recstream.agents.inspection import user_report
 from recstream.agents.ranking import FusedRanker, UserRanking
 from recstream.agents.state import interest_params, load_user_state
 from recstream.agents.tables import Tables
+from recstream.agents.windows import WindowTables
 from recstream.config.settings import Settings
 
 
@@ -25,6 +27,7 @@ def register_web(
     tables: Tables,
     runtime: EmbeddingRuntime,
     ranker: FusedRanker,
+    windows: WindowTables,
 ) -> None:
     params = interest_params(settings)
 
@@ -44,7 +47,23 @@ def register_web(
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)
         state = load_user_state(raw, params)
         ranking = UserRanking.load(tables.user_ranking.get(user_id))
-        return web.json(user_report(user_id, state, ranking, runtime, ranker))
+        report = user_report(user_id, state, ranking, runtime, ranker)
+        report["window_counts"] = ranking.window_counts
+        return web.json(report)
+
+    @app.page("/trending/")
+    async def trending(web: View, request: Request) -> Response:
+        merged: dict[str, float] = {}
+        latest = 0.0
+        for value in windows.trending_top.values():
+            if value:
+                latest = max(latest, float(value["window_start"]))
+        for value in windows.trending_top.values():
+            if value and float(value["window_start"]) == latest:
+                for item, count in value["items"].items():
+                    merged[item] = merged.get(item, 0.0) + float(count)
+        top = sorted(merged.items(), key=lambda kv: -kv[1])[: settings.trending_top_n]
+        return web.json({"window_start": latest, "items": top})
 
     @app.page("/items/{item_id}/")
     async def items(web: View, request: Request, item_id: str) -> Response:

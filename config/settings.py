@@ -171,6 +171,17 @@ class Settings(BaseSettings):
         1.5, description="Weight of an embedded search query in the interest vectors."
     )
 
+    # --- Windows -------------------------------------------------------------------------------
+    window_short_s: float = Field(
+        3600.0, gt=0, description="Short hopping window (event-time s): category counts, trending."
+    )
+    window_short_step_s: float = Field(600.0, gt=0, description="Hop of the short window (s).")
+    window_long_s: float = Field(86_400.0, gt=0, description="Long hopping window (s).")
+    window_long_step_s: float = Field(3600.0, gt=0, description="Hop of the long window (s).")
+    trending_top_n: int = Field(
+        50, ge=1, description="Items of the current short window each partition broadcasts."
+    )
+
     # --- Ranking ----------------------------------------------------------------------------
     ranker: Literal["fused", "popularity"] = Field(
         "fused",

@@ -1,0 +1,83 @@
+"""Windowed tables (Faust hopping windows) in event time.
+
+- per-user category counts over a short and a long hopping window (`user-categories-*`);
+- global trending items per window (`item-trending`, fed by the item-hits repartition), whose
+  current-window top items each partition broadcasts through the `trending-top` GlobalTable.
+
+Faust positions windows by the Kafka record timestamp unless told otherwise; an `EventClock`
+set to the event's own time before each update makes them event-time windows, so replays and
+late events land in the windows they belong to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from recstream.config.settings import Settings
+
+SEP = "\x1f"  # joins user and category into one key: neither may contain control characters
+
+
+class EventClock:
+    """The event time (epoch s) of the record being processed, for windowed tables."""
+
+    def __init__(self) -> None:
+        self.ts = 0.0
+
+    def __call__(self, event: Any = None) -> float:
+        return self.ts
+
+
+@dataclass(frozen=True)
+class WindowTables:
+    clock: EventClock
+    user_categories_short: Any
+    user_categories_long: Any
+    item_trending: Any
+    trending_top: faust.types.tables.GlobalTableT
+
+
+def declare_windows(app: faust.App, settings: Settings) -> WindowTables:
+    clock = EventClock()
+    s = settings
+
+    def hopping(name: str, size: float, step: float, partitions: int) -> Any:
+        table = app.Table(name, key_type=str, default=float, partitions=partitions)
+        return table.hopping(size, step, expires=size * 2).relative_to(clock)
+
+    return WindowTables(
+        clock=clock,
+        user_categories_short=hopping(
+            "user-categories-short", s.window_short_s, s.window_short_step_s, s.events_partitions
+        ),
+        user_categories_long=hopping(
+            "user-categories-long", s.window_long_s, s.window_long_step_s, s.events_partitions
+        ),
+        item_trending=hopping(
+            "item-trending", s.window_short_s, s.window_short_step_s, s.events_partitions
+        ),
+        trending_top=app.GlobalTable(
+            "trending-top", key_type=str, partitions=s.events_partitions, default=None
+        ),
+    )
+
+
+def user_window_counts(
+    windows: WindowTables, user_id: str, categories: list[str], at_ts: float
+) -> dict[str, Any]:
+    """Counts per category in the latest short and long windows containing `at_ts` (event
+    time). Call inside stream iteration: the store finds the partition from the event."""
+    windows.clock.ts = at_ts
+    out: dict[str, Any] = {"at_ts": at_ts, "short": {}, "long": {}}
+    for name, table in (
+        ("short", windows.user_categories_short),
+        ("long", windows.user_categories_long),
+    ):
+        for c in categories:
+            value = table[f"{user_id}{SEP}{c}"].value()
+            if value:
+                out[name][c] = float(value)
+    return out
