@@ -59,6 +59,9 @@ def register_catalog(
             except ValidationError as exc:
                 await send_dead_letter(topics, event, exc)
                 continue
+            except Exception as exc:
+                await send_dead_letter(topics, event, ValidationError(f"undecodable: {exc!r}"))
+                continue
             text = item_text(
                 item.title,
                 item.categories,

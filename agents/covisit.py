@@ -1,7 +1,8 @@
 """The co-visitation agent: pair increments (repartitioned by item_id) → top-M neighbours.
 
 The neighbour lists live in the `covisit` GlobalTable so that the ranker on any worker can
-look up the neighbours of a user's recent items.
+look up the neighbours of a user's recent items. Each value also remembers the hashes of the
+last pair ids applied, so a pair redelivered after a crash is not counted twice.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import faust
 from recstream.agents.tables import Tables
 from recstream.config.settings import Settings
 from recstream.models.covisitation import CoVisitNeighbours
+from recstream.models.popularity import event_hash
 from recstream.streams.topics import Topics
 
 
@@ -26,7 +28,13 @@ def register_covisit(
                 if raw
                 else CoVisitNeighbours(settings.covisit_neighbours, settings.covisit_half_life_s)
             )
+            recent: list[int] = list((raw or {}).get("applied") or [])
+            key = event_hash(pair.pair_id) if pair.pair_id else None
+            if key is not None and key in recent:
+                continue
             neighbours.update(pair.neighbour_id, pair.weight, pair.ts)
-            tables.covisit[pair.item_id] = neighbours.to_dict()
+            if key is not None:
+                recent = [*recent, key][-settings.dedupe_capacity :]
+            tables.covisit[pair.item_id] = {**neighbours.to_dict(), "applied": recent}
 
     return covisit

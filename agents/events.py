@@ -141,6 +141,7 @@ def register_events(
                         neighbour_id=inc.neighbour_id,
                         weight=inc.weight,
                         ts=inc.ts,
+                        pair_id=f"{event_id}{SEP}{inc.item_id}{SEP}{inc.neighbour_id}",
                     ),
                 )
             ranking.recent = [(i, t) for i, t in ranking.recent if i != ev.item_id]
@@ -182,6 +183,9 @@ def register_events(
             except ValidationError as exc:
                 await send_dead_letter(topics, event, exc)
                 continue
+            except Exception as exc:
+                await send_dead_letter(topics, event, ValidationError(f"undecodable: {exc!r}"))
+                continue
             key = event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None
             if key != ev.user_id:
                 # State is partitioned by user: a record keyed otherwise is re-sent once,
@@ -221,8 +225,14 @@ def register_events(
     async def user_text(stream: faust.StreamT) -> None:
         async for event in stream.events():
             rec = event.value
-            ev = EventIn.model_validate_json(rec.event)
-            vec = None if rec.vec is None else decode_vector(rec.vec)
+            try:
+                ev = EventIn.model_validate_json(rec.event)
+                vec = None if rec.vec is None else decode_vector(rec.vec)
+            except Exception as exc:
+                await send_dead_letter(
+                    topics, event, ValidationError(f"corrupt text record: {exc}")
+                )
+                continue
             await guarded(
                 event, apply_event(ev, rec.event_id, event.message.partition, vec), ev.user_id
             )

@@ -25,18 +25,18 @@ class Tables:
     popular_top: faust.types.tables.GlobalTableT
     """"p<partition>" → {item_id: log_mass}: a popularity partition's top items (every worker)."""
     catalog: faust.types.tables.GlobalTableT
-    """item_id → {title, categories, ts}: the live catalog, on every worker."""
+    """item_id → {title, categories, ts, text_key, vec}: the live catalog, on every worker."""
     latest_lists: faust.types.TableT
     """user_id → the latest published list (JSON), co-partitioned with `recommendations`."""
     user_ranking: faust.types.TableT
-    """user_id → UserRanking JSON: fusion weights, recently served lists, recent items."""
+    """user_id → UserRanking JSON: fusion weights, recent items, window counts."""
     served_lists: faust.types.TableT
     """user_id → the user's last few lists as served (signals, bounds), for feedback."""
     global_weights: faust.types.tables.GlobalTableT
     """"p<partition>" → global fusion weights as updated by that partition's users."""
     covisit: faust.types.tables.GlobalTableT
-    """item_id → CoVisitNeighbours JSON (top-M decayed neighbours), on every worker."""
-    """user_id → the latest published list (JSON), co-partitioned with `recommendations`."""
+    """item_id → CoVisitNeighbours JSON (top-M decayed neighbours) and the hashes of recently
+    applied pair ids, on every worker."""
 
 
 def declare_tables(

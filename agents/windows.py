@@ -46,7 +46,8 @@ def declare_windows(app: faust.App, settings: Settings) -> WindowTables:
 
     def hopping(name: str, size: float, step: float, partitions: int) -> Any:
         table = app.Table(name, key_type=str, default=float, partitions=partitions)
-        return table.hopping(size, step, expires=size * 2).relative_to(clock)
+        # relative_to() exists on faust's WindowWrapper but is missing from its type stub.
+        return table.hopping(size, step, expires=size * 2).relative_to(clock)  # type: ignore[attr-defined]
 
     return WindowTables(
         clock=clock,

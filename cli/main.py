@@ -148,8 +148,8 @@ def produce(
     from rich.progress import Progress
 
     from recstream.admin import ensure_topics
+    from recstream.produce import Kind, read_jsonl
     from recstream.produce import produce as do_produce
-    from recstream.produce import read_jsonl
 
     settings = _settings()
     if kind not in ("events", "items"):
@@ -168,7 +168,7 @@ def produce(
             RecstreamError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")
         ) from exc
 
-    batches: list[tuple[str, list[tuple[int, Any]]]] = []
+    batches: list[tuple[Kind, list[tuple[int, Any]]]] = []
     if synthetic:
         from recstream.models.synthetic import SyntheticConfig, generate
 
@@ -181,7 +181,7 @@ def produce(
         batches.append(("events", list(enumerate(data.events, start=1))))
     else:
         assert file is not None
-        batches.append((kind, list(read_jsonl(file))))
+        batches.append(("events" if kind == "events" else "items", list(read_jsonl(file))))
 
     bad = 0
     with Progress(console=err, transient=False) as progress:
@@ -197,7 +197,7 @@ def produce(
                 batch_kind,
                 records,
                 rate=rate,
-                send_invalid=send_invalid,  # type: ignore[arg-type]
+                send_invalid=send_invalid,
                 progress=_Tick(),
             )
             for lineno, reason in report.invalid[:50]:

@@ -61,6 +61,10 @@ def _load_json(raw: bytes | None, limits: Limits) -> dict[str, Any]:
         raise ValidationError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except RecursionError as exc:
+        raise ValidationError("malformed JSON: nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ValidationError(f"malformed JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
     return data
@@ -77,6 +81,8 @@ def validate_event(data: dict[str, Any], limits: Limits, now: float | None = Non
         event = EventIn.model_validate(data)
     except pydantic.ValidationError as exc:
         raise ValidationError(_describe(exc)) from exc
+    except (OverflowError, ValueError, TypeError, RecursionError) as exc:
+        raise ValidationError(f"invalid event: {exc}") from exc
     now = time.time() if now is None else now
     if event.ts < limits.min_event_ts:
         raise ValidationError(
@@ -108,6 +114,8 @@ def decode_item(raw: bytes, limits: Limits) -> ItemIn:
         item = ItemIn.model_validate(data)
     except pydantic.ValidationError as exc:
         raise ValidationError(_describe(exc)) from exc
+    except (OverflowError, ValueError, TypeError, RecursionError) as exc:
+        raise ValidationError(f"invalid item: {exc}") from exc
     return item.model_copy(
         update={
             "title": clean_text(item.title, limits.max_text_chars),

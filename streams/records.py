@@ -120,3 +120,5 @@ class CoVisitPair(faust.Record, include_metadata=False, serializer="json"):
     neighbour_id: str
     weight: float
     ts: float
+    pair_id: str = ""
+    """event_id of the consumption that made the pair, + the neighbour: for de-duplication."""

@@ -35,7 +35,10 @@ def parse_timestamp(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("ts must be epoch seconds or an ISO-8601 string, not a boolean")
     if isinstance(value, int | float):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError as exc:
+            raise ValueError("ts is too large to be a time") from exc
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -87,8 +90,13 @@ class EventIn(BaseModel):
     def _value(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("value must be a number, not a boolean")
-        if isinstance(value, int | float) and not math.isfinite(float(value)):
-            raise ValueError("value must be finite")
+        if isinstance(value, int | float):
+            try:
+                finite = math.isfinite(float(value))
+            except OverflowError:
+                finite = False
+            if not finite:
+                raise ValueError("value must be finite")
         return value
 
     @field_validator("user_id", "item_id", "event_id", "rec_id")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Topic, get_json
+from rs_harness import Topic, get_json
 
 from recstream.agents.embedding import decode_vector
 from recstream.config.settings import Settings

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conftest import Topic, event, get_json, item
+from rs_harness import Topic, event, get_json, item
 
 from recstream.config.settings import Settings
 from recstream.workers import WorkerProcess
