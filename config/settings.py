@@ -238,7 +238,7 @@ class Settings(BaseSettings):
         0.5, gt=0, description="Wall seconds between broadcasts of a partition's top items."
     )
     debounce_s: float = Field(
-        0.0,
+        1.0,
         ge=0,
         description="At most one list per user per this many wall seconds; later events "
         "inside the interval are folded into one list published when it ends. 0: a list "

@@ -186,6 +186,30 @@ def _states(worker: WorkerProcess, users: list[str]) -> dict[str, Any]:
     return {u: get_json(f"{worker.url}/users/{u}/", timeout_s=60) for u in users}
 
 
+def test_debouncing_bounds_output_and_the_last_list_reflects_the_burst(
+    run_settings: Settings, tmp_path: Any, topics: dict[str, Topic]
+) -> None:
+    settings = run_settings.model_copy(update={"debounce_s": 2.0})
+    worker = WorkerProcess(
+        settings, data_dir=tmp_path / "deb", log_file=tmp_path / "deb.log"
+    ).start()
+    try:
+        topics["events"].send([event("warm", "warm-0", T0, item="i0")])
+        topics["recommendations"].read_until(lists_reflecting({"warm-0"}), 120, worker=worker)
+        burst = [event("b", f"b-{n}", T0 + n, item=f"i{n % 5}") for n in range(40)]
+        started = time.monotonic()
+        topics["events"].send(burst)
+        recs = topics["recommendations"].read_until(lists_reflecting({"b-39"}), 60, worker=worker)
+        elapsed = time.monotonic() - started
+        mine = [r for r in recs if r["user_id"] == "b"]
+        # 40 events within a few seconds: at most one list per 2 s, plus the first one.
+        assert len(mine) <= 2 + elapsed / 2.0, (len(mine), elapsed)
+        assert len(mine) < 40
+        assert mine[-1]["as_of"]["event_id"] == "b-39"  # the burst's last event is reflected
+    finally:
+        worker.stop()
+
+
 def test_restart_keeps_state_and_neither_loses_nor_double_counts(
     run_settings: Settings,
     start_worker: Callable[..., WorkerProcess],
