@@ -80,7 +80,11 @@ class EmbeddingRuntime:
         self._cache: Any = None
         self.index: VectorIndex | None = None
         self.category_items: dict[str, set[str]] = {}
+        # In-memory mirror of the catalog's keys, categories, times and titles: the ranker reads
+        # these per candidate, where a RocksDB read (and JSON decode of a 2 KB vector) would
+        # dominate the cost of a list.
         self.item_categories: dict[str, tuple[str, ...]] = {}
+        self.item_meta: dict[str, tuple[float | None, str]] = {}
         self.stats = BatchStats()
         self._centroids: tuple[list[str], np.ndarray] | None = None
         self._centroids_dirty = True
@@ -174,6 +178,7 @@ class EmbeddingRuntime:
         """Mirror one catalog change (an upsert, or None for a deletion) into memory."""
         self._centroids_dirty = True
         old = self.item_categories.pop(item_id, ())
+        self.item_meta.pop(item_id, None)
         for c in old:
             members = self.category_items.get(c)
             if members is not None:
@@ -184,6 +189,8 @@ class EmbeddingRuntime:
             return
         cats = tuple(entry.get("categories") or ())
         self.item_categories[item_id] = cats
+        ts = entry.get("ts")
+        self.item_meta[item_id] = (None if ts is None else float(ts), str(entry.get("title") or ""))
         for c in cats:
             self.category_items.setdefault(c, set()).add(item_id)
         vec = entry.get("vec")
@@ -211,6 +218,11 @@ class EmbeddingRuntime:
         if isinstance(value, bytes | str):
             value = json.loads(value) if value else None
         self.apply_catalog(item_id, value)
+
+    def in_catalog(self, item_id: str) -> bool:
+        """True for a live catalog item; also True for every item while the catalog is empty
+        (events may arrive before, or without, a catalog)."""
+        return not self.item_categories or item_id in self.item_categories
 
     def item_vector(self, item_id: str) -> np.ndarray | None:
         return None if self.index is None else self.index.get(item_id)

@@ -63,7 +63,7 @@ class ListPublisher:
         ranked, weights, bounds = self.ranker.rank(
             user_id, state, ranking, rec_seed(user_id, event_id)
         )
-        catalog = self.tables.catalog
+        meta = self.ranker.runtime.item_meta
         return Recommendation(
             user_id=user_id,
             rec_id=uuid.uuid4().hex,
@@ -75,7 +75,7 @@ class ListPublisher:
                     item_id=r.item_id,
                     score=r.score,
                     contributions=r.contributions,
-                    title=(catalog.get(r.item_id) or {}).get("title"),
+                    title=meta.get(r.item_id, (None, None))[1] or None,
                     signals=r.signals or None,
                 )
                 for r in ranked
@@ -87,27 +87,24 @@ class ListPublisher:
 
     def build_popularity(self, user_id: str, state: InterestState, event_id: str) -> Recommendation:
         at_ts = state.last_ts
-        catalog = self.tables.catalog
-        snapshots = [v for v in self.tables.popular_top.values() if v]
+        runtime = self.ranker.runtime
         ranked = rank_popular(
-            snapshots,
+            [self.ranker.popularity()],
             at_ts=at_ts,
             rate=self.rate,
             k=self.settings.top_k,
             exclude=state.has_consumed,
-            allowed=catalog if len(catalog) else None,
+            allowed=runtime.item_categories if runtime.item_categories else None,
         )
-        items = []
-        for item_id, score in ranked:
-            meta = catalog.get(item_id) or {}
-            items.append(
-                RecommendedItem(
-                    item_id=item_id,
-                    score=score,
-                    contributions={POPULARITY: score},
-                    title=meta.get("title"),
-                )
+        items = [
+            RecommendedItem(
+                item_id=item_id,
+                score=score,
+                contributions={POPULARITY: score},
+                title=runtime.item_meta.get(item_id, (None, None))[1] or None,
             )
+            for item_id, score in ranked
+        ]
         return Recommendation(
             user_id=user_id,
             rec_id=uuid.uuid4().hex,

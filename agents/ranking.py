@@ -8,6 +8,7 @@ models/ranker.py (signals, fusion, MMR), models/exploration.py and models/weight
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,15 +103,30 @@ class FusedRanker:
         self.pop_rate = decay.decay_rate(settings.popularity_half_life_s)
         self.eta = EtaSchedule(settings.eta, settings.eta_tau)
         self.eta_global = EtaSchedule(settings.eta_global, settings.eta_tau)
+        self.cache_s = min(settings.popular_snapshot_interval_s, 0.5)
+        self._popular: tuple[float, dict[str, float]] | None = None
+        self._global: tuple[float, np.ndarray] | None = None
 
     # --- inputs ------------------------------------------------------------------------------
     def popularity(self) -> dict[str, float]:
+        """item_id → log-mass merged over every partition's broadcast, cached briefly: the
+        broadcast itself changes at most every `popular_snapshot_interval_s`."""
+        now = time.monotonic()
+        if self._popular is not None and now - self._popular[0] < self.cache_s:
+            return self._popular[1]
         merged: dict[str, float] = {}
         for snap in self.tables.popular_top.values():
             for item, lm in (snap or {}).items():
                 if lm > merged.get(item, -math.inf):
                     merged[item] = lm
+        self._popular = (now, merged)
         return merged
+
+    def global_weights(self) -> np.ndarray:
+        now = time.monotonic()
+        if self._global is None or now - self._global[0] >= self.cache_s:
+            self._global = (now, global_weights(self.tables))
+        return self._global[1]
 
     def posterior(self, state: InterestState, at_ts: float) -> DirichletPosterior | None:
         labels = sorted(self.runtime.category_items)
@@ -140,7 +156,6 @@ class FusedRanker:
         """(items, weights in force, raw per-signal bounds {lo, hi} of the candidates)."""
         at = state.last_ts
         per_source = self.settings.candidates_per_source
-        catalog = self.tables.catalog
         index = self.runtime.index
         short = state.score_vector("short", at) if state.event_count else None
         long_ = state.score_vector("long", at) if state.event_count else None
@@ -160,11 +175,8 @@ class FusedRanker:
         mean = posterior.mean_by_label() if posterior is not None else {}
         candidates: list[Candidate] = []
         for item_id in pool:
-            if state.has_consumed(item_id):
-                continue
-            meta = catalog.get(item_id)
-            if len(catalog) and meta is None:
-                continue  # deleted or unknown item
+            if state.has_consumed(item_id) or not self.runtime.in_catalog(item_id):
+                continue  # consumed, or deleted / unknown
             cats = self.runtime.item_categories.get(item_id, ())
             candidates.append(
                 Candidate(
@@ -173,11 +185,11 @@ class FusedRanker:
                     log_popularity=popular.get(item_id, -math.inf),
                     covisit=covisit.get(item_id, 0.0),
                     category_affinity=max((mean.get(c, 0.0) for c in cats), default=0.0),
-                    item_ts=(meta or {}).get("ts"),
+                    item_ts=self.runtime.item_meta.get(item_id, (None, ""))[0],
                 )
             )
         raw = signal_matrix(candidates, short, long_, at, self.params)
-        gw = global_weights(self.tables)
+        gw = self.global_weights()
         weights = ranking.weights.effective(gw, self.settings.weight_shrinkage)
         ranked = rank_fused(candidates, raw, weights, NAMES, self.params)
         if posterior is not None and self.settings.exploration_share > 0:
@@ -250,14 +262,13 @@ class FusedRanker:
         posterior = self.posterior(state, at)
         mean = posterior.mean_by_label() if posterior is not None else {}
         cats = self.runtime.item_categories.get(item_id, ())
-        meta = self.tables.catalog.get(item_id) or {}
         cand = Candidate(
             item_id=item_id,
             vector=self.runtime.item_vector(item_id),
             log_popularity=popular.get(item_id, -math.inf),
             covisit=self.covisit_scores(ranking.recent, at).get(item_id, 0.0),
             category_affinity=max((mean.get(c, 0.0) for c in cats), default=0.0),
-            item_ts=meta.get("ts"),
+            item_ts=self.runtime.item_meta.get(item_id, (None, ""))[0],
         )
         short = state.score_vector("short", at) if state.event_count else None
         long_ = state.score_vector("long", at) if state.event_count else None
