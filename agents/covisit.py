@@ -34,7 +34,7 @@ def register_covisit(
                 continue
             neighbours.update(pair.neighbour_id, pair.weight, pair.ts)
             if key is not None:
-                recent = [*recent, key][-settings.dedupe_capacity :]
+                recent = [*recent, key][-settings.covisit_dedupe_capacity :]
             tables.covisit[pair.item_id] = {**neighbours.to_dict(), "applied": recent}
 
     return covisit

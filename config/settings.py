@@ -175,9 +175,14 @@ class Settings(BaseSettings):
     window_short_s: float = Field(
         3600.0, gt=0, description="Short hopping window (event-time s): category counts, trending."
     )
-    window_short_step_s: float = Field(600.0, gt=0, description="Hop of the short window (s).")
+    window_short_step_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Hop of the short window (s). Each update writes size/step windows to the "
+        "changelog, so a small hop costs throughput.",
+    )
     window_long_s: float = Field(86_400.0, gt=0, description="Long hopping window (s).")
-    window_long_step_s: float = Field(3600.0, gt=0, description="Hop of the long window (s).")
+    window_long_step_s: float = Field(6 * 3600.0, gt=0, description="Hop of the long window (s).")
     trending_top_n: int = Field(
         50, ge=1, description="Items of the current short window each partition broadcasts."
     )
@@ -225,7 +230,10 @@ class Settings(BaseSettings):
     )
     covisit_neighbours: int = Field(30, ge=1, description="Neighbours kept per item (top-M).")
     covisit_recent: int = Field(
-        10, ge=1, description="Recent items per user used for co-visit pairs and candidates."
+        5, ge=1, description="Recent items per user used for co-visit pairs and candidates."
+    )
+    covisit_dedupe_capacity: int = Field(
+        64, ge=1, description="Recently applied co-visit pair ids remembered per item."
     )
     top_k: int = Field(10, ge=1, le=1000, description="Items per published list.")
     popularity_half_life_s: float = Field(
