@@ -12,6 +12,7 @@ from rich.console import Console
 
 from recstream.bench_cmd import bench_app
 from recstream.config.settings import Settings, load_settings
+from recstream.eval_cmd import bench_pipeline_command, eval_command
 from recstream.models.errors import RecstreamError
 
 app = typer.Typer(
@@ -26,6 +27,8 @@ app.add_typer(topics_app, name="topics")
 inspect_app = typer.Typer(help="Look at live state through a worker.", no_args_is_help=True)
 app.add_typer(inspect_app, name="inspect")
 app.add_typer(bench_app, name="bench")
+app.command("eval")(eval_command)
+bench_app.command("pipeline")(bench_pipeline_command)
 
 console = Console()
 err = Console(stderr=True)

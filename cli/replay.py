@@ -21,6 +21,7 @@ clocks are this machine's, in milliseconds.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 import uuid
@@ -168,6 +169,7 @@ class ReplayResult:
         send_s: wall seconds spent sending the events.
         worker_logs: log files of the workers.
         notes: things the report should mention (readiness fallbacks, timeouts).
+        rate / max_in_flight: the pacing the events were sent with (None: none).
     """
 
     settings: Settings
@@ -182,6 +184,8 @@ class ReplayResult:
     send_s: float
     worker_logs: list[Path]
     notes: list[str] = field(default_factory=list)
+    rate: float | None = None
+    max_in_flight: int | None = None
 
     def latencies_ms(self) -> np.ndarray:
         """Event → list latency (ms) of the first list reflecting each replayed event."""
@@ -212,7 +216,7 @@ class ReplayResult:
 
 
 def run_settings(base: Settings, work_dir: Path, **overrides: Any) -> tuple[Settings, str]:
-    """Throwaway settings for one run: (settings, tag); topics and internal topics start with tag."""
+    """Throwaway settings for one run: (settings, tag); every topic of the run starts with tag."""
     tag = f"eval{uuid.uuid4().hex[:8]}"
     values = base.model_dump()
     values.update(
@@ -225,20 +229,6 @@ def run_settings(base: Settings, work_dir: Path, **overrides: Any) -> tuple[Sett
     )
     values.update(overrides)
     return Settings(**values), tag
-
-
-def json_env(settings: Settings) -> dict[str, str]:
-    """RECSTREAM_* values for fields holding lists, tuples or dicts, JSON-encoded.
-
-    `workers.settings_env` writes `str(value)`, which pydantic-settings cannot parse back for
-    such fields (it expects JSON); these values override it for the child processes.
-    """
-    dumped = settings.model_dump(mode="json")
-    return {
-        f"RECSTREAM_{name.upper()}": json.dumps(value)
-        for name, value in dumped.items()
-        if isinstance(value, list | dict)
-    }
 
 
 def _limits(settings: Settings) -> Limits:
@@ -270,6 +260,11 @@ def encode_records(
     return out
 
 
+def _logs(workers: list[WorkerProcess], lines: int = 30) -> str:
+    """The last lines of every worker's log, for error messages."""
+    return "\n".join(f"--- {w.log_file}:\n{w.log_tail(lines)}" for w in workers)
+
+
 def _check_workers(workers: list[WorkerProcess], collector: _Collector) -> None:
     for w in workers:
         if not w.alive():
@@ -289,17 +284,39 @@ def _group_ready(settings: Settings, members: int) -> bool:
     return state.lower() == "stable" and len(desc.get("members") or ()) == members
 
 
-def _topic_size(settings: Settings, topic: str) -> int | None:
-    """Records in `topic` (sum of end offsets); None if the topic does not exist yet."""
+def _pipeline_lag(settings: Settings, tag: str) -> int:
+    """Records produced to the run's consumed topics but not yet committed by the workers' group.
+
+    Counts every topic of the run except changelogs (read only on recovery) and the dead
+    letters (nobody consumes them). 0 means the pipeline has caught up with everything sent so
+    far: the catalog, its embedding requests and vectors, probes. Faust commits every second,
+    so a worker that is done reads as done at most about a second later.
+    """
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000)
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            return None
-        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return int(sum(ends.values()))
+        dead = settings.topic(settings.dead_letter_topic)
+        topics = [
+            t
+            for t in admin.list_topics()
+            if t.startswith(tag) and not t.endswith("-changelog") and t != dead
+        ]
+        parts = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        ends = consumer.end_offsets(parts)
+        committed = admin.list_group_offsets(settings.app_id)
+        # kafka-python 3 nests the answer by group id; older versions return it flat.
+        committed = committed.get(settings.app_id, committed)
+        lag = 0
+        for tp, end in ends.items():
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag += max(int(end) - int(done), 0)
+        return lag
     finally:
         consumer.close()
+        admin.close()
 
 
 def _wait(
@@ -317,7 +334,7 @@ def _wait(
         try:
             if ready():
                 return True
-        except Exception:  # noqa: BLE001 - admin calls fail while the group forms; retry
+        except Exception:
             pass
         time.sleep(interval_s)
     return False
@@ -331,10 +348,13 @@ def replay(
     workers: int,
     work_dir: Path,
     rate: float | None = None,
+    max_in_flight: int | None = None,
     console: Console | None = None,
     idle_timeout_s: float = 60.0,
     startup_timeout_s: float = 180.0,
+    catalog_timeout_s: float = 900.0,
     overrides: dict[str, Any] | None = None,
+    embedding_cache: Path | None = None,
 ) -> ReplayResult:
     """Run the events through `workers` real worker processes; see the module docstring.
 
@@ -344,9 +364,17 @@ def replay(
         workers: worker processes (>= 1), each with its own data dir and web port.
         work_dir: where worker data dirs and logs go.
         rate: events per wall second (None: as fast as the producer goes).
+        max_in_flight: send the next event only while fewer than this many sent events have
+            no list yet (None or 0: no limit). Keeps the replay near-live: without it, events
+            queue up and every list is computed behind a backlog.
         idle_timeout_s: give up waiting for lists after this many seconds without a new one.
-        startup_timeout_s: limit (s) for each readiness check.
+        startup_timeout_s: limit (s) for the group and probe readiness checks.
+        catalog_timeout_s: limit (s) for the workers to ingest the catalog (embedding a large
+            catalog on a CPU takes minutes on a cold embedding cache).
         overrides: extra settings for the workers.
+        embedding_cache: a folder kept between runs: each worker's embedding cache starts as a
+            copy of it, and the first worker's cache is copied back at the end. Only worker
+            start-up (embedding the catalog) gets faster; the replay itself is unaffected.
 
     Raises:
         RecstreamError: a worker died or never became ready; ValidationError: an invalid record.
@@ -361,6 +389,8 @@ def replay(
     if len(set(event_ids)) != len(event_ids):
         raise ValidationError("event ids must be unique within a replay")
     notes: list[str] = []
+    # A fresh folder per run: worker logs are appended to, and stale tables must not leak in.
+    shutil.rmtree(work_dir / "workers", ignore_errors=True)
 
     ensure_topics(settings)
     collector = _Collector(settings)
@@ -375,30 +405,40 @@ def replay(
 
         started = time.monotonic()
         for n in range(workers):
+            _seed_embedding_cache(embedding_cache, work_dir / "workers" / f"w{n}")
             procs.append(
                 WorkerProcess(
                     settings,
                     data_dir=work_dir / "workers" / f"w{n}",
                     log_file=work_dir / "workers" / f"w{n}.log",
-                    extra_env=json_env(settings),
                 ).start()
             )
         with console.status(f"starting {workers} worker(s) ..."):
             if not _wait(
-                "group", lambda: _group_ready(settings, workers), startup_timeout_s, procs, collector
-            ):
-                notes.append("the consumer group never reported Stable; relied on probes only")
-            changelog = f"{settings.app_id}-catalog-changelog"
-            if not _wait(
-                "catalog",
-                lambda: (_topic_size(settings, changelog) or 0) >= len(item_records),
-                60.0,
+                "group",
+                lambda: _group_ready(settings, workers),
+                startup_timeout_s,
                 procs,
                 collector,
             ):
+                notes.append("the consumer group never reported Stable; relied on probes only")
+            # The catalog (and whatever the pipeline derives from it, such as item vectors)
+            # must be fully ingested before the replay: events arriving meanwhile would be
+            # ranked against a partial catalog, on a CPU busy embedding it.
+            idle_since: list[float] = []
+
+            def caught_up() -> bool:
+                if _pipeline_lag(settings, tag) > 0:
+                    idle_since.clear()
+                    return False
+                if not idle_since:
+                    idle_since.append(time.monotonic())
+                return time.monotonic() - idle_since[0] >= 2.0  # two commit intervals
+
+            if not _wait("catalog", caught_up, catalog_timeout_s, procs, collector, 1.0):
                 notes.append(
-                    f"could not confirm the catalog ({changelog}) held all {len(item_records)} "
-                    "items before replay"
+                    f"the workers had not caught up with the catalog after {catalog_timeout_s:.0f}"
+                    " s; the replay started anyway"
                 )
             probes = _send_probes(settings, producer, tag, events)
             collector.expect(probes)
@@ -410,9 +450,10 @@ def replay(
                 collector,
                 interval_s=0.2,
             ):
+                missing = [p for p in probes if collector.is_waiting_for(p)]
                 raise RecstreamError(
-                    f"no list for the probe events within {startup_timeout_s:.0f} s; "
-                    f"worker log {procs[0].log_file}:\n{procs[0].log_tail()}"
+                    f"no list for {len(missing)} of {len(probes)} probe events (one per events "
+                    f"partition) within {startup_timeout_s:.0f} s; worker logs:\n{_logs(procs)}"
                 )
         startup_s = time.monotonic() - started
         console.print(f"workers ready after {startup_s:.1f} s")
@@ -437,17 +478,32 @@ def replay(
                 progress.update(collecting, completed=len(event_records) - collector.waiting())
 
             send_started = time.monotonic()
+            shown = 0.0
+            total = len(event_records)
             for i, ((key, value), event_id) in enumerate(
                 zip(event_records, event_ids, strict=True)
             ):
+                if max_in_flight:
+                    # Flow control: at most max_in_flight events sent but not yet reflected by a
+                    # list, so the pipeline works near-live instead of through a backlog.
+                    while i - (total - collector.waiting()) >= max_in_flight:
+                        _check_workers(procs, collector)
+                        if (
+                            time.monotonic() - max(collector.last_arrival, send_started)
+                            > idle_timeout_s
+                        ):
+                            raise RecstreamError(
+                                f"no list for {idle_timeout_s:.0f} s with {max_in_flight} events "
+                                f"in flight; worker logs:\n{_logs(procs)}"
+                            )
+                        time.sleep(0.001)
                 now_ms = int(time.time() * 1000)
                 sent_ts[event_id] = now_ms
-                future = producer.send(
-                    events_topic, key=key, value=value, timestamp_ms=now_ms
-                )
+                future = producer.send(events_topic, key=key, value=value, timestamp_ms=now_ms)
                 future.add_errback(failures.append)
-                if i % 200 == 199:
-                    elapsed = time.monotonic() - send_started
+                if time.monotonic() - shown >= 0.25:
+                    shown = time.monotonic()
+                    elapsed = shown - send_started
                     progress.update(
                         sending, completed=i + 1, speed=f"{(i + 1) / max(elapsed, 1e-9):,.0f}/s"
                     )
@@ -480,9 +536,11 @@ def replay(
         collector.stop()
         for w in procs:
             w.stop()
+        if procs:
+            _keep_embedding_cache(work_dir / "workers" / "w0", embedding_cache)
         try:
             delete_topics_with_prefix(settings, tag)
-        except Exception as exc:  # noqa: BLE001 - clean-up must not hide the real outcome
+        except Exception as exc:
             console.print(f"[yellow]could not delete the {tag}* topics: {exc}[/yellow]")
 
     wanted = set(event_ids)
@@ -504,7 +562,33 @@ def replay(
         send_s=send_s,
         worker_logs=[w.log_file for w in procs],
         notes=notes,
+        rate=rate,
+        max_in_flight=max_in_flight or None,
     )
+
+
+#: Subfolder of a worker's data dir holding its embedding cache (agents/embedding.py).
+WORKER_EMBEDDING_CACHE = "embedding-cache"
+
+
+def _seed_embedding_cache(cache: Path | None, data_dir: Path) -> None:
+    """Copy the kept embedding cache into a worker's (new) data dir."""
+    if cache is None or not cache.is_dir():
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(cache, data_dir / WORKER_EMBEDDING_CACHE, dirs_exist_ok=True)
+
+
+def _keep_embedding_cache(data_dir: Path, cache: Path | None) -> None:
+    """Replace the kept cache with a (stopped) worker's cache, via a temporary copy."""
+    source = data_dir / WORKER_EMBEDDING_CACHE
+    if cache is None or not source.is_dir():
+        return
+    tmp = cache.with_name(cache.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.rmtree(cache, ignore_errors=True)
+    tmp.rename(cache)
 
 
 def _send_probes(
@@ -521,8 +605,13 @@ def _send_probes(
     for p in range(settings.events_partitions):
         user = f"{PROBE_PREFIX}{tag}-{p}"
         event_id = f"{PROBE_PREFIX}{tag}-{p}"
-        body = {"user_id": user, "event_type": "search", "text": "probe", "ts": ts,
-                "event_id": event_id}  # fmt: skip
+        body = {
+            "user_id": user,
+            "event_type": "search",
+            "text": "probe",
+            "ts": ts,
+            "event_id": event_id,
+        }
         producer.send(topic, key=user.encode(), value=json.dumps(body).encode(), partition=p)
         ids.append(event_id)
     producer.flush()

@@ -187,6 +187,7 @@ class ScoreCard:
     k: int = 10
     recall_k: int = 20
     users: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
     ts: list[float] = field(default_factory=list)
     hit: list[float] = field(default_factory=list)
     ndcg: list[float] = field(default_factory=list)
@@ -214,11 +215,13 @@ class ScoreCard:
         item_users: Mapping[str, int] | None = None,
         n_users: int = 0,
         vectors: Mapping[str, np.ndarray] | None = None,
+        case_id: str = "",
     ) -> None:
         """Score one case at event time ``ts``; ``ranked`` None means the list is missing.
 
         ``item_users`` (distinct users per item) and ``n_users`` enable novelty (bits);
-        ``vectors`` (item id → embedding) enables intra-list diversity of the top k.
+        ``vectors`` (item id → embedding) enables intra-list diversity of the top k;
+        ``case_id`` (the target's event id) lets callers group cases afterwards.
         """
         if ranked is None:
             self.n_missing += 1
@@ -226,6 +229,7 @@ class ScoreCard:
         top = tuple(ranked[: self.k])
         longer = ranked[: self.recall_k]
         self.users.append(user_id)
+        self.ids.append(case_id)
         self.ts.append(float(ts))
         self.hit.append(hit_rate_at_k(top, target, self.k))
         self.ndcg.append(ndcg_at_k(top, (target,), self.k))
@@ -307,9 +311,7 @@ def slice_index(ts: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     return np.where((which < 0) | (which >= n), -1, which)
 
 
-def interest_from_top(
-    top: Sequence[tuple[str, float]], topics: Sequence[str]
-) -> np.ndarray | None:
+def interest_from_top(top: Sequence[tuple[str, float]], topics: Sequence[str]) -> np.ndarray | None:
     """A full distribution over ``topics`` from a list's ``top_interests`` (category, share).
 
     Lists carry only the strongest few categories; their shares are kept and the remaining mass
@@ -401,12 +403,7 @@ def recovery_after_switch(
             continue
         hr = float(np.mean(pooled))
         curve.append((start, hr, len(pooled)))
-        if (
-            recovered is None
-            and pre
-            and len(pooled) >= min_cases
-            and hr >= fraction * pre_hr
-        ):
+        if recovered is None and pre and len(pooled) >= min_cases and hr >= fraction * pre_hr:
             recovered = start
     dip = curve[0][1] if curve and curve[0][0] == 0 else math.nan
     return Recovery(pre_hr, curve, recovered, dip, window, fraction)

@@ -1,0 +1,135 @@
+"""Typer commands for `recstream eval` and `recstream bench pipeline`.
+
+Kept light at import time (only typer and rich): the work is imported when a command runs.
+Registered in main.py / bench_cmd.py with::
+
+    app.command("eval")(eval_command)
+    bench_app.command("pipeline")(bench_pipeline_command)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from recstream.config.settings import Settings
+
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    from recstream.config.settings import load_settings
+
+    try:
+        return load_settings()
+    except Exception as exc:  # pydantic names the variable and the problem
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def eval_command(
+    dataset: Annotated[
+        str, typer.Option(help="'synthetic', or a MovieLens folder (ml-latest-small, ml-100k).")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and plots.")],
+    limit: Annotated[
+        int | None, typer.Option(help="Replay only the first N events (time order).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic generator.")] = 0,
+    rate: Annotated[
+        float | None, typer.Option(help="Events per second to send (default: unpaced).")
+    ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            help="Events sent but not yet reflected by a list, at most (default 16 per "
+            "worker; 0: no limit, a backlog forms)."
+        ),
+    ] = None,
+) -> None:
+    """Replay a data set through the pipeline (real broker, real workers) and score it
+    prequentially against in-process baselines."""
+    from recstream.evaluate import SYSTEM_UNDER_TEST, run_eval
+    from recstream.models.errors import RecstreamError
+
+    settings = _settings()
+    try:
+        metrics = run_eval(
+            settings,
+            dataset,
+            out,
+            limit,
+            workers,
+            seed,
+            err,
+            rate=rate,
+            max_in_flight=max_in_flight,
+        )
+    except RecstreamError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    rows = [
+        f"{name:<17} HR@10 {s['hr@10'] or 0:.4f}  NDCG@10 {s['ndcg@10'] or 0:.4f}  "
+        f"Recall@20 {s['recall@20'] or 0:.4f}  MRR {s['mrr'] or 0:.4f}  "
+        f"coverage {s['coverage'] or 0:.3f}"
+        for name, s in metrics["systems"].items()
+    ]
+    lat = metrics["latency_ms"]
+    typer.echo("\n".join(rows))
+    typer.echo(
+        f"{SYSTEM_UNDER_TEST} ranker {metrics['systems'][SYSTEM_UNDER_TEST]['ranker']}; "
+        f"latency p50/p95/p99 {lat['p50']}/{lat['p95']}/{lat['p99']} ms; "
+        f"throughput {metrics['throughput_eps']:.1f} events/s"
+    )
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+
+
+def bench_pipeline_command(
+    events: Annotated[int, typer.Option(min=1, help="Synthetic events to send.")] = 5000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Events per second, open loop (default: as fast as the pipeline goes)."),
+    ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            help="Without --rate: events sent but not yet reflected by a list, at most "
+            "(default 64 per worker; 0: no limit, a backlog forms)."
+        ),
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the JSON here.")
+    ] = None,
+) -> None:
+    """Sustained events/s and event→list latency through the real broker and W workers."""
+    from recstream.bench_pipeline import run_pipeline_bench
+    from recstream.models.errors import RecstreamError
+
+    try:
+        result = run_pipeline_bench(
+            _settings(), events, workers, rate, max_in_flight=max_in_flight, console=err
+        )
+    except RecstreamError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if json_file is not None:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(text + "\n")
+
+
+# Stand-alone use before the commands are registered: python -m recstream.eval_cmd eval ...
+cli = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+cli.command("eval")(eval_command)
+cli.command("bench-pipeline")(bench_pipeline_command)
+
+if __name__ == "__main__":
+    cli()
