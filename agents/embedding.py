@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from recstream.config.settings import Settings
+from recstream.models.errors import RecstreamError
+from recstream.models.interest_posterior import assign, fit_centroids
 from recstream.models.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,12 @@ class EmbeddingRuntime:
         # dominate the cost of a list.
         self.item_categories: dict[str, tuple[str, ...]] = {}
         self.item_meta: dict[str, tuple[float | None, str]] = {}
+        # Items the catalog gave no categories: k-means clusters of their vectors stand in
+        # (see refresh_clusters); `_clustered_at` is the count of such items at the last fit.
+        self._uncategorised: set[str] = set()
+        self._cluster_of: dict[str, str] = {}
+        self._centres: np.ndarray | None = None
+        self._clustered_at = 0
         self.stats = BatchStats()
         self._centroids: tuple[list[str], np.ndarray] | None = None
         self._centroids_dirty = True
@@ -179,6 +187,8 @@ class EmbeddingRuntime:
         self._centroids_dirty = True
         old = self.item_categories.pop(item_id, ())
         self.item_meta.pop(item_id, None)
+        self._uncategorised.discard(item_id)
+        self._cluster_of.pop(item_id, None)
         for c in old:
             members = self.category_items.get(c)
             if members is not None:
@@ -188,11 +198,10 @@ class EmbeddingRuntime:
                 self.index.remove(item_id)
             return
         cats = tuple(entry.get("categories") or ())
-        self.item_categories[item_id] = cats
+        if not cats:
+            self._uncategorised.add(item_id)
         ts = entry.get("ts")
         self.item_meta[item_id] = (None if ts is None else float(ts), str(entry.get("title") or ""))
-        for c in cats:
-            self.category_items.setdefault(c, set()).add(item_id)
         vec = entry.get("vec")
         model = self.model_id
         if vec and model is not None and not str(entry.get("text_key", "")).startswith(model + ":"):
@@ -208,6 +217,16 @@ class EmbeddingRuntime:
                 self.index.upsert(item_id, v)
         elif self.index is not None:
             self.index.remove(item_id)
+        if not cats and self._centres is not None and vec:
+            # Between refits a new uncategorised item joins its nearest existing cluster.
+            cats = (
+                self._cluster_label(int(assign(decode_vector(vec)[None, :], self._centres)[0])),
+            )
+            self._cluster_of[item_id] = cats[0]
+        self.item_categories[item_id] = cats
+        for c in cats:
+            self.category_items.setdefault(c, set()).add(item_id)
+        self.maybe_refresh_clusters()
 
     async def on_catalog_changelog(self, event: Any) -> None:
         """Faust callback for every catalog changelog record read (recovery and standby)."""
@@ -218,6 +237,53 @@ class EmbeddingRuntime:
         if isinstance(value, bytes | str):
             value = json.loads(value) if value else None
         self.apply_catalog(item_id, value)
+
+    @staticmethod
+    def _cluster_label(i: int) -> str:
+        return f"cluster_{i}"
+
+    def maybe_refresh_clusters(self) -> None:
+        """Refit the k-means clusters when uncategorised items grew by 10% since the last fit."""
+        n = len(self._uncategorised)
+        k = self.settings.interest_clusters
+        if n < k * 2 or (self._clustered_at and n < self._clustered_at * 1.1):
+            return
+        self.refresh_clusters()
+
+    def refresh_clusters(self) -> None:
+        """k-means over the vectors of items without catalog categories; each gets the label
+        of its cluster (`cluster_<i>`), which the posterior then treats as a category.
+
+        Seeded, so the same catalog gives the same clusters; labels may change meaning after a
+        refit (the catalog changed), which decayed evidence absorbs over time.
+        """
+        if self.index is None:
+            return
+        index = self.index
+        found = {i: index.get(i) for i in self._uncategorised}
+        pairs = [(i, v) for i, v in found.items() if v is not None]
+        k = self.settings.interest_clusters
+        if len(pairs) < k * 2:
+            return
+        ids = [i for i, _ in pairs]
+        vectors = np.vstack([v for _, v in pairs])
+        try:
+            centres = fit_centroids(vectors, k, 0, n_init=1, batch_size=1024)
+        except RecstreamError as exc:
+            log.warning("clustering the catalog failed: %s", exc)
+            return
+        labels = assign(vectors, centres)
+        for item_id in list(self._cluster_of):
+            old = self._cluster_of.pop(item_id)
+            self.category_items.get(old, set()).discard(item_id)
+        for item_id, c in zip(ids, labels, strict=True):
+            label = self._cluster_label(int(c))
+            self._cluster_of[item_id] = label
+            self.item_categories[item_id] = (label,)
+            self.category_items.setdefault(label, set()).add(item_id)
+        self._centres = centres
+        self._clustered_at = len(self._uncategorised)
+        self._centroids_dirty = True
 
     def in_catalog(self, item_id: str) -> bool:
         """True for a live catalog item; also True for every item while the catalog is empty

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     item_text_attributes: tuple[str, ...] = Field(
         (), description="Item attributes included in the embedded text, in this order."
     )
+    interest_clusters: int = Field(
+        16,
+        ge=2,
+        description="k of the k-means clusters of item vectors that stand in for categories "
+        "for items the catalog gives none.",
+    )
     ann_threshold: int = Field(
         20_000,
         ge=0,
