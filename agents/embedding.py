@@ -260,7 +260,8 @@ class EmbeddingRuntime:
         if self.index is None:
             return
         index = self.index
-        found = {i: index.get(i) for i in self._uncategorised}
+        # Sorted: k-means depends on the order of its data, and set order varies per process.
+        found = {i: index.get(i) for i in sorted(self._uncategorised)}
         pairs = [(i, v) for i, v in found.items() if v is not None]
         k = self.settings.interest_clusters
         if len(pairs) < k * 2:
@@ -268,7 +269,11 @@ class EmbeddingRuntime:
         ids = [i for i, _ in pairs]
         vectors = np.vstack([v for _, v in pairs])
         try:
-            centres = fit_centroids(vectors, k, 0, n_init=1, batch_size=1024)
+            # Full k-means with restarts for small catalogs; mini-batches for large ones.
+            batch = None if len(pairs) < 10_000 else 1024
+            centres = fit_centroids(
+                vectors, k, 0, n_init=4 if batch is None else 1, batch_size=batch
+            )
         except RecstreamError as exc:
             log.warning("clustering the catalog failed: %s", exc)
             return
