@@ -45,12 +45,7 @@ log = logging.getLogger(__name__)
 
 
 def limits_from(settings: Settings) -> Limits:
-    return Limits(
-        max_payload_bytes=settings.max_payload_bytes,
-        min_event_ts=settings.min_event_ts,
-        max_future_s=settings.max_future_s,
-        max_text_chars=settings.max_text_chars,
-    )
+    return Limits.from_settings(settings)
 
 
 def derived_event_id(event: faust.types.EventT) -> str:

@@ -89,12 +89,7 @@ def produce(
     `rate`: at most this many records per second (None: as fast as possible).
     `progress`: an object with `advance()` (a rich progress task wrapper), or None.
     """
-    limits = limits or Limits(
-        max_payload_bytes=settings.max_payload_bytes,
-        min_event_ts=settings.min_event_ts,
-        max_future_s=settings.max_future_s,
-        max_text_chars=settings.max_text_chars,
-    )
+    limits = limits or Limits.from_settings(settings)
     topic = settings.topic(settings.events_topic if kind == "events" else settings.items_topic)
     producer = make_producer(settings)
     report = ProduceReport()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pydantic
 
+from recstream.config.settings import Settings
 from recstream.models.errors import ValidationError
 from recstream.streams.records import DeadLetter
 from recstream.streams.schemas import EventIn, ItemIn
@@ -32,6 +33,15 @@ class Limits:
     min_event_ts: float = 631_152_000.0
     max_future_s: float = 86_400.0
     max_text_chars: int = 4096
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_payload_bytes=settings.max_payload_bytes,
+            min_event_ts=settings.min_event_ts,
+            max_future_s=settings.max_future_s,
+            max_text_chars=settings.max_text_chars,
+        )
 
 
 def _describe(exc: pydantic.ValidationError) -> str:
