@@ -69,7 +69,7 @@ def run_pipeline_bench(
     if events < 1:
         raise ValidationError(f"events must be >= 1, got {events}")
     items, evs = bench_events(events)
-    folder = work_dir or Path(tempfile.mkdtemp(prefix="recstream-bench-"))
+    folder = work_dir or Path(tempfile.mkdtemp(prefix="recstream-bench-pipeline-"))
     result = replay(
         settings,
         items,

@@ -20,6 +20,7 @@ clocks are this machine's, in milliseconds.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import threading
@@ -265,10 +266,40 @@ def _logs(workers: list[WorkerProcess], lines: int = 30) -> str:
     return "\n".join(f"--- {w.log_file}:\n{w.log_tail(lines)}" for w in workers)
 
 
+#: What Faust logs when an agent raised: the worker lives on, but that agent stops for good.
+AGENT_CRASHED = "Crashed reason="
+_log_offsets: dict[Path, int] = {}
+
+
+def _crash_line(worker: WorkerProcess) -> str | None:
+    """The first agent-crash line logged since the last call (reads only the new bytes)."""
+    try:
+        with worker.log_file.open("rb") as fh:
+            size = fh.seek(0, 2)
+            start = _log_offsets.get(worker.log_file, 0)
+            start = 0 if start > size else start  # a new log file at the same path
+            fh.seek(start)
+            new = fh.read()
+    except OSError:
+        return None
+    # Keep a partial last line for the next call.
+    _log_offsets[worker.log_file] = start + new.rfind(b"\n") + 1
+    for line in new.decode("utf-8", "replace").splitlines():
+        if AGENT_CRASHED in line:
+            return line.strip()
+    return None
+
+
 def _check_workers(workers: list[WorkerProcess], collector: _Collector) -> None:
+    """Raise if a worker exited or one of its agents crashed, or the collector failed."""
     for w in workers:
         if not w.alive():
             raise RecstreamError(f"a worker exited; log {w.log_file}:\n{w.log_tail()}")
+        crash = _crash_line(w)
+        if crash is not None:
+            raise RecstreamError(
+                f"an agent of a worker crashed ({crash}); log {w.log_file}:\n{w.log_tail()}"
+            )
     if collector.error is not None:
         raise RecstreamError(f"the list collector failed: {collector.error!r}")
 
@@ -317,6 +348,23 @@ def _pipeline_lag(settings: Settings, tag: str) -> int:
     finally:
         consumer.close()
         admin.close()
+
+
+class _CaughtUp:
+    """Callable: True once the pipeline lag has been 0 for `quiet_s` seconds in a row."""
+
+    def __init__(self, settings: Settings, tag: str, quiet_s: float = 2.0) -> None:
+        self.settings, self.tag, self.quiet_s = settings, tag, quiet_s
+        self.since: float | None = None
+
+    def __call__(self) -> bool:
+        if _pipeline_lag(self.settings, self.tag) > 0:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = time.monotonic()
+        # Two commit intervals: offsets are committed every second.
+        return time.monotonic() - self.since >= self.quiet_s
 
 
 def _wait(
@@ -404,42 +452,42 @@ def replay(
         producer.flush()
 
         started = time.monotonic()
-        for n in range(workers):
-            _seed_embedding_cache(embedding_cache, work_dir / "workers" / f"w{n}")
-            procs.append(
-                WorkerProcess(
-                    settings,
-                    data_dir=work_dir / "workers" / f"w{n}",
-                    log_file=work_dir / "workers" / f"w{n}.log",
-                ).start()
-            )
         with console.status(f"starting {workers} worker(s) ..."):
-            if not _wait(
-                "group",
-                lambda: _group_ready(settings, workers),
-                startup_timeout_s,
-                procs,
-                collector,
-            ):
-                notes.append("the consumer group never reported Stable; relied on probes only")
-            # The catalog (and whatever the pipeline derives from it, such as item vectors)
-            # must be fully ingested before the replay: events arriving meanwhile would be
-            # ranked against a partial catalog, on a CPU busy embedding it.
-            idle_since: list[float] = []
-
-            def caught_up() -> bool:
-                if _pipeline_lag(settings, tag) > 0:
-                    idle_since.clear()
-                    return False
-                if not idle_since:
-                    idle_since.append(time.monotonic())
-                return time.monotonic() - idle_since[0] >= 2.0  # two commit intervals
-
-            if not _wait("catalog", caught_up, catalog_timeout_s, procs, collector, 1.0):
-                notes.append(
-                    f"the workers had not caught up with the catalog after {catalog_timeout_s:.0f}"
-                    " s; the replay started anyway"
+            # Workers start one at a time, each joining a group that is stable and has caught
+            # up, as when scaling out a running pipeline: workers joining together while
+            # tables recover were seen to stall for minutes.
+            for n in range(workers):
+                _log_offsets.pop(work_dir / "workers" / f"w{n}.log", None)
+                _seed_embedding_cache(embedding_cache, work_dir / "workers" / f"w{n}")
+                procs.append(
+                    WorkerProcess(
+                        settings,
+                        data_dir=work_dir / "workers" / f"w{n}",
+                        log_file=work_dir / "workers" / f"w{n}.log",
+                    ).start()
                 )
+                members = n + 1
+                if not _wait(
+                    "group",
+                    functools.partial(_group_ready, settings, members),
+                    startup_timeout_s,
+                    procs,
+                    collector,
+                ):
+                    notes.append(
+                        f"the consumer group never reported Stable with {members} member(s); "
+                        "relied on the probes"
+                    )
+                # The catalog (and whatever the pipeline derives from it, such as item
+                # vectors) must be fully ingested before the replay: events arriving meanwhile
+                # would be ranked against a partial catalog, on a CPU busy embedding it.
+                if not _wait(
+                    "catalog", _CaughtUp(settings, tag), catalog_timeout_s, procs, collector, 1.0
+                ):
+                    notes.append(
+                        f"{members} worker(s) had not caught up with the catalog after "
+                        f"{catalog_timeout_s:.0f} s; went on anyway"
+                    )
             probes = _send_probes(settings, producer, tag, events)
             collector.expect(probes)
             if not _wait(
