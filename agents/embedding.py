@@ -67,6 +67,22 @@ class BatchStats:
             del self.sizes[:5000], self.encode_ms[:5000]
 
 
+def encoder_from_settings(settings: Settings) -> Any:
+    """The TextEncoder the settings describe (model, device, batch size, limits, backend)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from recstream.models.encoder import TextEncoder
+
+    return TextEncoder(
+        settings.embed_model,
+        device=settings.embed_device,
+        batch_size=settings.embed_batch_size,
+        max_seq_length=settings.embed_max_seq_length,
+        precision=settings.embed_precision,
+        backend=settings.embed_backend,
+        num_threads=settings.embed_threads,
+    )
+
+
 class EmbeddingRuntime:
     """Per-worker embedding resources: encoder, vector cache, vector index, category map.
 
@@ -100,19 +116,7 @@ class EmbeddingRuntime:
 
     # --- encoder and cache -------------------------------------------------------------------
     def _load_encoder(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from recstream.models.encoder import TextEncoder
-
-        s = self.settings
-        return TextEncoder(
-            s.embed_model,
-            device=s.embed_device,
-            batch_size=s.embed_batch_size,
-            max_seq_length=s.embed_max_seq_length,
-            precision=s.embed_precision,
-            backend=s.embed_backend,
-            num_threads=s.embed_threads,
-        )
+        return encoder_from_settings(self.settings)
 
     def load_now(self) -> None:
         """Load the encoder synchronously (worker start-up, before any record is read), so

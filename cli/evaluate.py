@@ -101,18 +101,10 @@ def item_vectors(
     are encoded here. Returns (vectors or None, a sentence for the report).
     """
     try:
-        from recstream.models.encoder import TextEncoder
+        from recstream.agents.embedding import encoder_from_settings
         from recstream.models.item_text import item_text, text_key
 
-        encoder = TextEncoder(
-            settings.embed_model,
-            device=settings.embed_device,
-            batch_size=settings.embed_batch_size,
-            max_seq_length=settings.embed_max_seq_length,
-            precision=settings.embed_precision,
-            backend=settings.embed_backend,
-            num_threads=settings.embed_threads,
-        )
+        encoder = encoder_from_settings(settings)
     except Exception as exc:  # any failure means: no encoder, skip the baseline
         return None, f"the text encoder could not be loaded ({exc!r})"
 

@@ -232,15 +232,6 @@ def run_settings(base: Settings, work_dir: Path, **overrides: Any) -> tuple[Sett
     return Settings(**values), tag
 
 
-def _limits(settings: Settings) -> Limits:
-    return Limits(
-        max_payload_bytes=settings.max_payload_bytes,
-        min_event_ts=settings.min_event_ts,
-        max_future_s=settings.max_future_s,
-        max_text_chars=settings.max_text_chars,
-    )
-
-
 def encode_records(
     kind: str, records: Sequence[dict[str, Any]], settings: Settings
 ) -> list[tuple[bytes, bytes | None]]:
@@ -250,7 +241,7 @@ def encode_records(
         ValidationError: naming the first invalid record (a replay must not lose events
             silently: the protocol would then wait for lists that never come).
     """
-    limits = _limits(settings)
+    limits = Limits.from_settings(settings)
     out: list[tuple[bytes, bytes | None]] = []
     for n, record in enumerate(records):
         try:
