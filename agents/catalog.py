@@ -14,6 +14,7 @@ import faust
 from recstream.agents.dead_letters import send_dead_letter
 from recstream.agents.embedding import EmbeddingRuntime, encode_vector
 from recstream.agents.events import limits_from
+from recstream.agents.offsets import OffsetGapGuard
 from recstream.agents.tables import Tables
 from recstream.config.settings import Settings
 from recstream.models.errors import ValidationError
@@ -41,10 +42,15 @@ def register_catalog(
             tables.catalog[item_id] = entry
         runtime.apply_catalog(item_id, entry)
 
+    guard_items = OffsetGapGuard(app, [topics.items.get_topic_name()])
+
     @app.agent(topics.items, name=f"{settings.app_id}.items", concurrency=1)
     async def items(stream: faust.StreamT) -> None:
         encoder = await runtime.encoder()
+        guard_items.install(stream)
         async for event in stream.events():
+            if not await guard_items.admit(event):
+                continue
             key = event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None
             if event.value is None or event.value == b"":
                 if not key:

@@ -24,6 +24,7 @@ import numpy as np
 
 from recstream.agents.dead_letters import send_dead_letter
 from recstream.agents.embedding import EmbeddingRuntime, decode_vector, encode_vector
+from recstream.agents.offsets import OffsetGapGuard
 from recstream.agents.publisher import ListPublisher
 from recstream.agents.ranking import FusedRanker, UserRanking
 from recstream.agents.state import interest_params, load_user_state
@@ -169,10 +170,15 @@ def register_events(
             log.exception("processing failed for an event of user %s", user_id)
             await send_dead_letter(topics, event, RuntimeError(f"processing failed: {exc!r}"))
 
+    guard_events = OffsetGapGuard(app, [topics.events.get_topic_name()])
+
     @app.agent(topics.events, name=f"{settings.app_id}.events", concurrency=1)
     async def events(stream: faust.StreamT) -> None:
         encoder = await runtime.encoder()
+        guard_events.install(stream)
         async for event in stream.events():
+            if not await guard_events.admit(event):
+                continue
             try:
                 ev = decode_event(event.value, limits)
             except ValidationError as exc:
@@ -216,9 +222,14 @@ def register_events(
                     ),
                 )
 
+    guard_user_text_vectors = OffsetGapGuard(app, [topics.user_text_vectors.get_topic_name()])
+
     @app.agent(topics.user_text_vectors, name=f"{settings.app_id}.user-text", concurrency=1)
     async def user_text(stream: faust.StreamT) -> None:
+        guard_user_text_vectors.install(stream)
         async for event in stream.events():
+            if not await guard_user_text_vectors.admit(event):
+                continue
             rec = event.value
             try:
                 ev = EventIn.model_validate_json(rec.event)

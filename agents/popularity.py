@@ -14,6 +14,7 @@ import time
 
 import faust
 
+from recstream.agents.offsets import OffsetGapGuard
 from recstream.agents.tables import Tables
 from recstream.agents.windows import WindowTables
 from recstream.config.settings import Settings
@@ -48,9 +49,14 @@ def register_popularity(
             best = heapq.nlargest(settings.trending_top_n, counts.items(), key=lambda kv: kv[1])
             windows.trending_top[key] = {"window_start": start, "items": dict(best)}
 
+    guard_item_hits = OffsetGapGuard(app, [topics.item_hits.get_topic_name()])
+
     @app.agent(topics.item_hits, name=f"{settings.app_id}.popularity", concurrency=1)
     async def popularity(stream: faust.StreamT) -> None:
+        guard_item_hits.install(stream)
         async for event in stream.events():
+            if not await guard_item_hits.admit(event):
+                continue
             hit = event.value
             if hit.flush:
                 broadcast(event.message.partition)
