@@ -52,6 +52,13 @@ def eval_command(
             "worker; 0: no limit, a backlog forms)."
         ),
     ] = None,
+    fixed_weights: Annotated[
+        bool,
+        typer.Option(
+            help="Also replay through a pipeline with frozen fusion weights (η = 0), scored "
+            "as 'fixed_weights'; doubles the replay time."
+        ),
+    ] = True,
 ) -> None:
     """Replay a data set through the pipeline (real broker, real workers) and score it
     prequentially against in-process baselines."""
@@ -70,6 +77,7 @@ def eval_command(
             err,
             rate=rate,
             max_in_flight=max_in_flight,
+            fixed_weights=fixed_weights,
         )
     except RecstreamError as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -793,6 +793,7 @@ def run_eval(
     *,
     rate: float | None = None,
     max_in_flight: int | None = None,
+    fixed_weights: bool = True,
 ) -> dict[str, Any]:
     """Replay `dataset` through the pipeline, score it and the baselines, write the outputs.
 
@@ -809,6 +810,11 @@ def run_eval(
             worker; 0: unlimited, the whole data set may queue up). Under a backlog lists are
             computed long after their event and shared state (popularity, co-visits) lags, so a
             bounded window measures the pipeline as it behaves live.
+        fixed_weights: also replay the same events through a second pipeline whose fusion
+            weights never move (η = η_global = 0: every user keeps the uniform start weights),
+            scored as the `fixed_weights` system. It isolates what the η rule adds, with
+            everything else (candidates, signals, MMR, exploration) identical. Doubles the
+            replay time; only with the fused ranker.
 
     Returns:
         The metrics dict written to metrics.json.
@@ -823,6 +829,7 @@ def run_eval(
         f"[bold]{data.name}[/bold]: {len(data.items)} items, {len(data.events)} events, "
         f"{len({e['user_id'] for e in data.events})} users"
     )
+    in_flight = DEFAULT_IN_FLIGHT_PER_WORKER * workers if max_in_flight is None else max_in_flight
     result = replay(
         settings,
         data.items,
@@ -830,12 +837,25 @@ def run_eval(
         workers=workers,
         work_dir=out_dir,
         rate=rate,
-        max_in_flight=DEFAULT_IN_FLIGHT_PER_WORKER * workers
-        if max_in_flight is None
-        else max_in_flight,
+        max_in_flight=in_flight,
         console=console,
         embedding_cache=settings.home / "eval-cache" / "embedding-cache",
     )
+    fixed_result = None
+    if fixed_weights and settings.ranker == "fused":
+        console.print("[bold]fixed_weights[/bold]: the same replay with η = η_global = 0")
+        fixed_result = replay(
+            settings,
+            data.items,
+            data.events,
+            workers=workers,
+            work_dir=out_dir / "fixed_weights",
+            rate=rate,
+            max_in_flight=in_flight,
+            console=console,
+            overrides={"eta": 0.0, "eta_global": 0.0},
+            embedding_cache=settings.home / "eval-cache" / "embedding-cache",
+        )
     if not result.lists:
         raise RecstreamError(f"no list arrived; see {result.worker_logs}")
     rankers = Counter(r.ranker for r in result.lists)
@@ -856,7 +876,7 @@ def run_eval(
         vectors, vector_source = item_vectors(settings, data.items, caches)
     console.print(f"item vectors: {vector_source}")
     # The workers' RocksDB folders can be large and are not needed any more; logs stay.
-    for log in result.worker_logs:
+    for log in [*result.worker_logs, *(fixed_result.worker_logs if fixed_result else [])]:
         shutil.rmtree(log.parent / log.stem, ignore_errors=True)
 
     pipeline_card, n_cold = score_pipeline(
@@ -873,11 +893,23 @@ def run_eval(
         models["static_embedding"] = StaticEmbeddingSimilarity(vectors)
     else:
         skipped["static_embedding"] = vector_source
-    # fixed_weights (the fused ranker with frozen weights) needs an in-process fused ranker.
-    skipped["fixed_weights"] = (
-        "needs the fused ranker runnable in-process (models/ has no end-to-end fused "
-        "recommender with learn_one/predict_one yet)"
-    )
+    fixed_card = None
+    if fixed_result is not None:
+        if fixed_result.lists:
+            fixed_card, _ = score_pipeline(
+                data.events,
+                fixed_result.lists,
+                target,
+                item_users=item_users,
+                n_users=n_users,
+                vectors=vectors,
+            )
+        else:
+            skipped["fixed_weights"] = f"no list arrived; see {fixed_result.worker_logs}"
+    elif settings.ranker != "fused":
+        skipped["fixed_weights"] = f"the ranker under test is {settings.ranker!r}, not fused"
+    else:
+        skipped["fixed_weights"] = "turned off (--no-fixed-weights)"
     warm, cold = run_baselines(
         data.events,
         models,
@@ -889,6 +921,8 @@ def run_eval(
         console=console,
     )
     cards = {SYSTEM_UNDER_TEST: pipeline_card, **warm}
+    if fixed_card is not None:
+        cards["fixed_weights"] = fixed_card
     catalog_size = len(data.items)
     systems: dict[str, Any] = {name: card.summary(catalog_size) for name, card in cards.items()}
     top_ranker = rankers.most_common(1)[0][0]
@@ -961,6 +995,19 @@ def run_eval(
         "settings": result.settings.model_dump(mode="json"),
         "machine": machine_info(),
     }
+    if fixed_result is not None:
+        spreads = [
+            max(r.weights.values()) - min(r.weights.values())
+            for r in fixed_result.lists
+            if r.weights
+        ]
+        metrics["run"]["fixed_weights"] = {
+            "lists": len(fixed_result.lists),
+            "unreflected": len(fixed_result.unreflected),
+            "throughput_eps": fixed_result.events_per_s,
+            # 0 when the weights really stayed uniform (the control is what it claims).
+            "max_weight_spread": max(spreads, default=0.0),
+        }
     extras = None
     if data.synthetic is not None:
         with console.status("synthetic ground truth ..."):

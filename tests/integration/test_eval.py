@@ -45,7 +45,12 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
     assert metrics["dataset"]["items"] == 9742
     assert metrics["dataset"]["users"] > 1
     systems = metrics["systems"]
-    for name in ("recstream", "popularity", "item_knn"):
+    ranker = systems["recstream"]["ranker"]
+    # The fused ranker with frozen weights is a second replay of the same events (η = 0).
+    assert "fixed_weights" in systems or ranker == "popularity", metrics["skipped_systems"]
+    for name in ("recstream", "popularity", "item_knn", "fixed_weights"):
+        if name not in systems:
+            continue
         assert set(METRICS) <= set(systems[name]), name
         for metric in METRICS:
             assert systems[name][metric] is not None, (name, metric)
@@ -53,6 +58,10 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
     # The content baseline needs the text encoder; without it the report must say why.
     assert "static_embedding" in systems or "static_embedding" in metrics["skipped_systems"]
     assert systems["recstream"]["n"] == systems["popularity"]["n"] > 0
+    if "fixed_weights" in systems:
+        assert systems["fixed_weights"]["n"] == systems["recstream"]["n"]
+        assert systems["fixed_weights"]["missing"] == 0
+        assert metrics["run"]["fixed_weights"]["max_weight_spread"] < 1e-9
     assert systems["recstream"]["missing"] == 0, "a list reflecting a previous event was lost"
     assert set(metrics["latency_ms"]) >= {"p50", "p95", "p99"}
     assert 0 < metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"]
@@ -65,7 +74,6 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
         assert (out / name).is_file(), name
     assert "| recstream |" in (out / "report.md").read_text()
 
-    ranker = systems["recstream"]["ranker"]
     if ranker == "popularity":
         pytest.xfail("the pipeline runs the popularity baseline: needs the fused ranker")
     assert systems["recstream"]["hr@10"] > systems["popularity"]["hr@10"], (
