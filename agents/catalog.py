@@ -47,10 +47,7 @@ def register_catalog(
     @app.agent(topics.items, name=f"{settings.app_id}.items", concurrency=1)
     async def items(stream: faust.StreamT) -> None:
         encoder = await runtime.encoder()
-        guard_items.install(stream)
-        async for event in stream.events():
-            if not await guard_items.admit(event):
-                continue
+        async for event in guard_items.events(stream):
             key = event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None
             if event.value is None or event.value == b"":
                 if not key:

@@ -175,10 +175,7 @@ def register_events(
     @app.agent(topics.events, name=f"{settings.app_id}.events", concurrency=1)
     async def events(stream: faust.StreamT) -> None:
         encoder = await runtime.encoder()
-        guard_events.install(stream)
-        async for event in stream.events():
-            if not await guard_events.admit(event):
-                continue
+        async for event in guard_events.events(stream):
             try:
                 ev = decode_event(event.value, limits)
             except ValidationError as exc:
@@ -226,10 +223,7 @@ def register_events(
 
     @app.agent(topics.user_text_vectors, name=f"{settings.app_id}.user-text", concurrency=1)
     async def user_text(stream: faust.StreamT) -> None:
-        guard_user_text_vectors.install(stream)
-        async for event in stream.events():
-            if not await guard_user_text_vectors.admit(event):
-                continue
+        async for event in guard_user_text_vectors.events(stream):
             rec = event.value
             try:
                 ev = EventIn.model_validate_json(rec.event)

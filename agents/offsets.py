@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +53,10 @@ class _Seeking:
 class OffsetGapGuard:
     """Per-partition check that an agent's offsets are consecutive; seeks back on a jump.
 
-    Call `admit(event)` for every event of a guarded stream: False means "drop this record, it
-    will come again". One guard per agent (its offsets are the agent's own); the state is
-    per worker process and reset when partitions are revoked or assigned.
+    Agents iterate `guard.events(stream)` instead of `stream.events()`; underneath,
+    `admit(event)` is called for every event: False means "drop this record, it will come
+    again". One guard per agent (its offsets are the agent's own); the state is per worker
+    process and reset when partitions are revoked or assigned.
     """
 
     def __init__(self, app: faust.App, topics: Iterable[str]) -> None:
@@ -113,6 +114,17 @@ class OffsetGapGuard:
 
         self.app.on_partitions_revoked.connect(moved)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(moved)  # type: ignore[arg-type]
+
+    async def events(self, stream: faust.StreamT) -> AsyncIterator[Any]:
+        """The stream's events in offset order, without the records `admit` drops.
+
+        Installs the guard first. Dropped records are acked like any other (the commit still
+        waits at the hole: gap filling is off), and come again after the seek.
+        """
+        self.install(stream)
+        async for event in stream.events():
+            if await self.admit(event):
+                yield event
 
     def forget(self, tps: Iterable[Any]) -> None:
         """Partitions that moved: their next offset is whatever comes first."""

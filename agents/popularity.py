@@ -53,10 +53,7 @@ def register_popularity(
 
     @app.agent(topics.item_hits, name=f"{settings.app_id}.popularity", concurrency=1)
     async def popularity(stream: faust.StreamT) -> None:
-        guard_item_hits.install(stream)
-        async for event in stream.events():
-            if not await guard_item_hits.admit(event):
-                continue
+        async for event in guard_item_hits.events(stream):
             hit = event.value
             if hit.flush:
                 broadcast(event.message.partition)

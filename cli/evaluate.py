@@ -417,23 +417,15 @@ def code_version() -> str | None:
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+dirty" if dirty else commit
@@ -830,32 +822,26 @@ def run_eval(
         f"{len({e['user_id'] for e in data.events})} users"
     )
     in_flight = DEFAULT_IN_FLIGHT_PER_WORKER * workers if max_in_flight is None else max_in_flight
-    result = replay(
-        settings,
-        data.items,
-        data.events,
-        workers=workers,
-        work_dir=out_dir,
-        rate=rate,
-        max_in_flight=in_flight,
-        console=console,
-        embedding_cache=settings.home / "eval-cache" / "embedding-cache",
-    )
-    fixed_result = None
-    if fixed_weights and settings.ranker == "fused":
-        console.print("[bold]fixed_weights[/bold]: the same replay with η = η_global = 0")
-        fixed_result = replay(
+
+    def run_pipeline(work_dir: Path, **overrides: Any) -> ReplayResult:
+        return replay(
             settings,
             data.items,
             data.events,
             workers=workers,
-            work_dir=out_dir / "fixed_weights",
+            work_dir=work_dir,
             rate=rate,
             max_in_flight=in_flight,
             console=console,
-            overrides={"eta": 0.0, "eta_global": 0.0},
+            overrides=overrides,
             embedding_cache=settings.home / "eval-cache" / "embedding-cache",
         )
+
+    result = run_pipeline(out_dir)
+    fixed_result = None
+    if fixed_weights and settings.ranker == "fused":
+        console.print("[bold]fixed_weights[/bold]: the same replay with η = η_global = 0")
+        fixed_result = run_pipeline(out_dir / "fixed_weights", eta=0.0, eta_global=0.0)
     if not result.lists:
         raise RecstreamError(f"no list arrived; see {result.worker_logs}")
     rankers = Counter(r.ranker for r in result.lists)
