@@ -200,7 +200,7 @@ class FusedRanker:
         weights = ranking.weights.effective(gw, self.settings.weight_shrinkage)
         ranked = rank_fused(candidates, raw, weights, NAMES, self.params)
         if posterior is not None and self.settings.exploration_share > 0:
-            ranked = self.explore(ranked, posterior, popular, state, rec_seed)
+            ranked = self.explore(ranked, posterior, state, rec_seed)
         lo, hi = column_bounds(raw)
         bounds = {"lo": lo.tolist(), "hi": hi.tolist()}
         return ranked, dict(zip(NAMES, weights.tolist(), strict=True)), bounds
@@ -209,14 +209,13 @@ class FusedRanker:
         self,
         ranked: list[RankedItem],
         posterior: DirichletPosterior,
-        popular: Mapping[str, float],
         state: InterestState,
         seed: int,
     ) -> list[RankedItem]:
         alpha = posterior.alpha
         total = float(alpha.sum())
         arms = []
-        order = self.arm_order(popular)
+        order = self.arm_order()
         for label, a in zip(posterior.labels, alpha, strict=True):
             items = list(
                 itertools.islice(
@@ -231,10 +230,11 @@ class FusedRanker:
             ranked, arms, self.settings.exploration_share, self.settings.top_k, seed
         )
 
-    def arm_order(self, popular: Mapping[str, float]) -> dict[str, list[str]]:
+    def arm_order(self) -> dict[str, list[str]]:
         """category → its items, most popular first (ties by id), as of the popularity
         snapshot in use; rebuilt when that snapshot is refreshed (at most every `cache_s`),
         so a catalogue change shows up there within the same delay."""
+        popular = self.popularity()  # the snapshot and the cache stamp come from one place
         stamp = self._popular[0] if self._popular is not None else -1.0
         if self._arm_order is None or self._arm_order[0] != stamp:
             order = {

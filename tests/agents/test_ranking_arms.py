@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -22,15 +23,16 @@ def test_arm_order_is_popularity_then_id_and_follows_the_snapshot() -> None:
     cats = {c: {i for i in items if rng.random() < 0.3} for c in ("a", "b", "c")}
     ranker = ranker_with(cats)
     popular = {i: rng.choice([-1.0, 0.0, 2.5, rng.random()]) for i in items[:200]}
-    ranker._popular = (1.0, popular)
-    order = ranker.arm_order(popular)
+    # A snapshot fresh enough to be served from the cache (monotonic time, cache_s ≥ 0.05 s).
+    ranker._popular = (time.monotonic() + 3600, popular)
+    order = ranker.arm_order()
     for c, members in cats.items():
         assert order[c] == sorted(members, key=lambda i: (-popular.get(i, -math.inf), i))
 
     # Same snapshot: the cached order is reused even if the catalogue grew meanwhile...
     cats["a"].add("new")
-    assert "new" not in ranker.arm_order(popular)["a"]
+    assert "new" not in ranker.arm_order()["a"]
     # ...and a refreshed snapshot rebuilds it, with the new item ranked by its popularity.
     fresh = {**popular, "new": 99.0}
-    ranker._popular = (2.0, fresh)
-    assert ranker.arm_order(fresh)["a"][0] == "new"
+    ranker._popular = (time.monotonic() + 7200, fresh)
+    assert ranker.arm_order()["a"][0] == "new"
