@@ -15,6 +15,7 @@ concurrency 1. One event, in order:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from typing import Any
@@ -29,7 +30,12 @@ from recstream.agents.publisher import ListPublisher
 from recstream.agents.ranking import FusedRanker, UserRanking
 from recstream.agents.state import interest_params, load_user_state
 from recstream.agents.tables import Tables
-from recstream.agents.windows import SEP, WindowTables, user_window_counts
+from recstream.agents.windows import (
+    SEP,
+    WindowTables,
+    add_user_categories,
+    user_window_counts,
+)
 from recstream.config.settings import Settings
 from recstream.models.covisitation import pair_increments
 from recstream.models.errors import RecstreamError, ValidationError
@@ -38,7 +44,7 @@ from recstream.models.interest_state import InterestEvent
 from recstream.models.item_text import clean_text, text_key
 from recstream.models.weights import WeightState, feedback_sign
 from recstream.streams.codecs import Limits, decode_event
-from recstream.streams.records import CoVisitPair, EmbeddedText, ItemHit, UserText
+from recstream.streams.records import CoVisitIncrements, EmbeddedText, ItemHit, UserText
 from recstream.streams.schemas import EventIn
 from recstream.streams.topics import Topics
 
@@ -123,21 +129,25 @@ def register_events(
         )
         weight = params.weight_of(ev.event_type, ev.value)
         if ev.item_id is not None and weight > 0:
-            for inc in pair_increments(
+            increments = pair_increments(
                 ranking.recent,
                 ev.item_id,
                 ev.ts,
                 window_s=settings.covisit_window_s,
                 gap_half_life_s=settings.covisit_window_s / 2,
-            ):
+            )
+            # Sorted by item_id: one record per item carries all of this event's increments
+            # to that item's neighbours.
+            for target, group in itertools.groupby(increments, key=lambda inc: inc.item_id):
+                incs = list(group)
                 await topics.covisit_pairs.send(
-                    key=inc.item_id,
-                    value=CoVisitPair(
-                        item_id=inc.item_id,
-                        neighbour_id=inc.neighbour_id,
-                        weight=inc.weight,
-                        ts=inc.ts,
-                        pair_id=f"{event_id}{SEP}{inc.item_id}{SEP}{inc.neighbour_id}",
+                    key=target,
+                    value=CoVisitIncrements(
+                        item_id=target,
+                        neighbours=[inc.neighbour_id for inc in incs],
+                        weights=[inc.weight for inc in incs],
+                        ts=[inc.ts for inc in incs],
+                        increments_id=f"{event_id}{SEP}{target}",
                     ),
                 )
             ranking.recent = [(i, t) for i, t in ranking.recent if i != ev.item_id]
@@ -148,13 +158,10 @@ def register_events(
                 value=ItemHit(item_id=ev.item_id, event_id=event_id, ts=ev.ts, weight=weight),
             )
         if weight > 0 and categories:
-            windows.clock.ts = ev.ts
-            for c in dict.fromkeys(categories):
-                windows.user_categories_short[f"{ev.user_id}{SEP}{c}"] += 1.0
-                windows.user_categories_long[f"{ev.user_id}{SEP}{c}"] += 1.0
+            add_user_categories(windows, ev.user_id, list(dict.fromkeys(categories)), ev.ts)
             # Windowed values are read inside the stream (where the store knows the
             # partition) and kept with the user's ranking state for inspection.
-            ranking.window_counts = user_window_counts(windows, ev.user_id, categories, ev.ts)
+            ranking.window_counts = user_window_counts(windows, ev.user_id, ev.ts)
         tables.user_state[ev.user_id] = state.to_bytes()
         tables.user_ranking[ev.user_id] = ranking.dump()
         await publisher.on_user_event(ev.user_id, state, event_id)

@@ -168,10 +168,12 @@ class FusedRanker:
         long_ = state.score_vector("long", at) if state.event_count else None
         pool: dict[str, None] = {}
         if index is not None and len(index):
-            for vec in (short, long_):
-                if vec is not None and float(np.linalg.norm(vec)) > 0:
-                    for item_id, _ in index.search(vec, per_source):
-                        pool[item_id] = None
+            queries = [v for v in (short, long_) if v is not None and float(np.linalg.norm(v)) > 0]
+            # Both horizons in one call: exact search is one pass over the catalogue matrix,
+            # which costs the same for two query rows as for one.
+            for hits in index.search_many(np.stack(queries), per_source) if queries else ():
+                for item_id, _ in hits:
+                    pool[item_id] = None
         covisit = self.covisit_scores(ranking.recent, at)
         for item_id in sorted(covisit, key=covisit.__getitem__, reverse=True)[:per_source]:
             pool[item_id] = None
@@ -237,10 +239,15 @@ class FusedRanker:
         popular = self.popularity()  # the snapshot and the cache stamp come from one place
         stamp = self._popular[0] if self._popular is not None else -1.0
         if self._arm_order is None or self._arm_order[0] != stamp:
-            order = {
-                label: sorted(members, key=lambda i: (-popular.get(i, -math.inf), i))
-                for label, members in self.runtime.category_items.items()
-            }
+            order: dict[str, list[str]] = {}
+            for label, members in self.runtime.category_items.items():
+                # Same order as sorting all members by (-popularity, id), cheaper: only the
+                # few items in the popularity snapshot need a sort by score; the others (no
+                # score, i.e. -inf) follow in id order.
+                scored = [i for i in members if popular.get(i, -math.inf) > -math.inf]
+                ranked = sorted(scored, key=lambda i: (-popular[i], i))
+                rest = sorted(i for i in members if popular.get(i, -math.inf) == -math.inf)
+                order[label] = ranked + rest
             self._arm_order = (stamp, order)
         return self._arm_order[1]
 

@@ -1,6 +1,8 @@
 """Windowed tables (Faust hopping windows) in event time.
 
-- per-user category counts over a short and a long hopping window (`user-categories-*`);
+- per-user category counts over a short and a long hopping window (`user-categories-*`): one
+  key per user whose value maps category → count, so an event writes one changelog record per
+  window it falls in, whatever its number of categories;
 - global trending items per window (`item-trending`, fed by the item-hits repartition), whose
   current-window top items each partition broadcasts through the `trending-top` GlobalTable.
 
@@ -18,7 +20,7 @@ import faust
 
 from recstream.config.settings import Settings
 
-SEP = "\x1f"  # joins user and category into one key: neither may contain control characters
+SEP = "\x1f"  # joins parts of a composite id: no id may contain control characters
 
 
 class EventClock:
@@ -40,22 +42,46 @@ class WindowTables:
     trending_top: faust.types.tables.GlobalTableT
 
 
+class CountsIncrement(dict[str, float]):
+    """category → count to add to a user's windowed counts.
+
+    Faust applies ``table[user] += increment`` to every window containing the event time as
+    ``stored + increment``, where ``stored`` is the window's plain dict (read back from JSON;
+    ``{}`` for a new window). Plain dicts have no ``+``, so Python calls ``__radd__`` here,
+    which returns the merged plain dict that is stored.
+    """
+
+    def __radd__(self, other: Any) -> dict[str, float]:
+        out = {str(k): float(v) for k, v in (other or {}).items()}
+        for category, n in self.items():
+            out[category] = out.get(category, 0.0) + n
+        return out
+
+
 def declare_windows(app: faust.App, settings: Settings) -> WindowTables:
     clock = EventClock()
     s = settings
 
-    def hopping(name: str, size: float, step: float, partitions: int) -> Any:
-        table = app.Table(name, key_type=str, default=float, partitions=partitions)
+    def hopping(name: str, size: float, step: float, partitions: int, default: type = float) -> Any:
+        table = app.Table(name, key_type=str, default=default, partitions=partitions)
         # relative_to() exists on faust's WindowWrapper but is missing from its type stub.
         return table.hopping(size, step, expires=size * 2).relative_to(clock)  # type: ignore[attr-defined]
 
     return WindowTables(
         clock=clock,
         user_categories_short=hopping(
-            "user-categories-short", s.window_short_s, s.window_short_step_s, s.events_partitions
+            "user-categories-short",
+            s.window_short_s,
+            s.window_short_step_s,
+            s.events_partitions,
+            default=dict,
         ),
         user_categories_long=hopping(
-            "user-categories-long", s.window_long_s, s.window_long_step_s, s.events_partitions
+            "user-categories-long",
+            s.window_long_s,
+            s.window_long_step_s,
+            s.events_partitions,
+            default=dict,
         ),
         item_trending=hopping(
             "item-trending", s.window_short_s, s.window_short_step_s, s.events_partitions
@@ -66,19 +92,26 @@ def declare_windows(app: faust.App, settings: Settings) -> WindowTables:
     )
 
 
-def user_window_counts(
+def add_user_categories(
     windows: WindowTables, user_id: str, categories: list[str], at_ts: float
-) -> dict[str, Any]:
-    """Counts per category in the latest short and long windows containing `at_ts` (event
-    time). Call inside stream iteration: the store finds the partition from the event."""
+) -> None:
+    """Count one event of `user_id` in each of `categories` (once each) at event time `at_ts`,
+    in every short and long window containing it. Call inside stream iteration."""
+    windows.clock.ts = at_ts
+    inc = CountsIncrement.fromkeys(categories, 1.0)
+    windows.user_categories_short[user_id] += inc
+    windows.user_categories_long[user_id] += inc
+
+
+def user_window_counts(windows: WindowTables, user_id: str, at_ts: float) -> dict[str, Any]:
+    """The user's counts per category in the latest short and long windows containing `at_ts`
+    (event time). Call inside stream iteration: the store finds the partition from the event."""
     windows.clock.ts = at_ts
     out: dict[str, Any] = {"at_ts": at_ts, "short": {}, "long": {}}
     for name, table in (
         ("short", windows.user_categories_short),
         ("long", windows.user_categories_long),
     ):
-        for c in categories:
-            value = table[f"{user_id}{SEP}{c}"].value()
-            if value:
-                out[name][c] = float(value)
+        counts = table[user_id].value() or {}
+        out[name] = {str(c): float(n) for c, n in sorted(counts.items()) if n}
     return out

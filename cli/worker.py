@@ -7,6 +7,18 @@ import os
 from recstream.config.settings import Settings
 
 
+def limit_blas_threads(threads: int | None) -> None:
+    """Cap numpy's BLAS pool for this process (None: leave it as it is).
+
+    Process-wide and lasting: threadpoolctl's limit is kept for the life of the process.
+    """
+    if threads is None:
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
+
+
 def run_worker(settings: Settings) -> None:
     """Block running one worker until SIGINT/SIGTERM (Faust handles both cleanly)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +29,7 @@ def run_worker(settings: Settings) -> None:
 
     # Source topics must exist with the configured partitions before Faust subscribes.
     ensure_topics(settings)
+    limit_blas_threads(settings.blas_threads)
     pipeline = build_pipeline(settings)
     pipeline.runtime.load_now()
     worker = faust.Worker(

@@ -51,6 +51,7 @@ round trip changes each evidence mass by a relative ≈ 6e-8·|ln(mass at last_t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import numbers
@@ -120,10 +121,13 @@ def event_key(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def item_key(item_id: str) -> int:
     """Stable 32-bit hash of an item id (BLAKE2b), as kept in the consumed-items window.
 
     Hash catalogue ids with this to test them against `InterestState.consumed_keys()`.
+    Memoised (pure; a catalogue's ids repeat in every list): ranking tests the same
+    candidates against each user's window on every event.
     """
     return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=4).digest(), "little")
 

@@ -113,12 +113,19 @@ class EmbeddedText(faust.Record, include_metadata=False, serializer="json"):
     vec: str | None
 
 
-class CoVisitPair(faust.Record, include_metadata=False, serializer="json"):
-    """Internal: a decayed co-visitation increment item → neighbour (keyed by item_id)."""
+class CoVisitIncrements(faust.Record, include_metadata=False, serializer="json"):
+    """Internal: one consumption's decayed co-visitation increments to one item's neighbours
+    (keyed by item_id).
+
+    Parallel lists: increment i adds ``weights[i]`` (> 0) to neighbour ``neighbours[i]`` at
+    event time ``ts[i]`` (s). One record per (consumption, item) instead of one per pair: a
+    consumption next to five recent items is 6 records, not 10, and 6 changelog writes.
+    """
 
     item_id: str
-    neighbour_id: str
-    weight: float
-    ts: float
-    pair_id: str = ""
-    """event_id of the consumption that made the pair, + the neighbour: for de-duplication."""
+    neighbours: list[str]
+    weights: list[float]
+    ts: list[float]
+    increments_id: str = ""
+    """event_id of the consumption + the item: for de-duplication (the same event always makes
+    the same increments, so a redelivered record is skipped whole)."""

@@ -9,7 +9,7 @@ import faust
 
 from recstream.config.settings import Settings
 from recstream.streams.records import (
-    CoVisitPair,
+    CoVisitIncrements,
     DeadLetter,
     EmbeddedText,
     EmbedRequest,
@@ -91,5 +91,5 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         item_vectors=internal("item-vectors", ItemVector, settings.items_partitions),
         user_texts=internal("user-texts", UserText, settings.events_partitions),
         user_text_vectors=internal("user-text-vectors", EmbeddedText, settings.events_partitions),
-        covisit_pairs=internal("covisit-pairs", CoVisitPair, settings.events_partitions),
+        covisit_pairs=internal("covisit-pairs", CoVisitIncrements, settings.events_partitions),
     )

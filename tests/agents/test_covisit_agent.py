@@ -11,7 +11,7 @@ import math
 from agent_harness import T0, AgentHarness, RunScenario
 
 from recstream.models.covisitation import CoVisitNeighbours
-from recstream.streams.records import CoVisitPair
+from recstream.streams.records import CoVisitIncrements
 
 
 def neighbours(h: AgentHarness, item_id: str) -> CoVisitNeighbours | None:
@@ -24,8 +24,8 @@ def scores(h: AgentHarness, item_id: str, at_ts: float = T0) -> dict[str, float]
     return {} if nb is None else dict(nb.score(at_ts))
 
 
-def pair(item_id: str, neighbour_id: str, weight: float, ts: float = T0) -> CoVisitPair:
-    return CoVisitPair(item_id=item_id, neighbour_id=neighbour_id, weight=weight, ts=ts)
+def pair(item_id: str, neighbour_id: str, weight: float, ts: float = T0) -> CoVisitIncrements:
+    return CoVisitIncrements(item_id=item_id, neighbours=[neighbour_id], weights=[weight], ts=[ts])
 
 
 def test_pairs_update_the_neighbour_table(run_scenario: RunScenario) -> None:
@@ -78,3 +78,50 @@ def test_neighbour_scores_decay_with_event_time(run_scenario: RunScenario) -> No
         assert math.isclose(s["old"], 0.5, rel_tol=1e-9)
 
     run_scenario(scenario, covisit_half_life_s=half_life)
+
+
+def test_one_record_applies_all_its_increments_once(run_scenario: RunScenario) -> None:
+    rec = CoVisitIncrements(
+        item_id="i1",
+        neighbours=["i2", "i3", "i4"],
+        weights=[0.5, 0.25, 1.0],
+        ts=[T0, T0, T0],
+        increments_id="e1\x1fi1",
+    )
+
+    async def scenario(h: AgentHarness) -> None:
+        async with h.agent("covisit") as agent:
+            await agent.put(rec, key="i1")
+            await agent.put(rec, key="i1")  # redelivered: skipped whole
+            await agent.put(pair("i9", "i0", 1.0), key="i9")
+            await h.eventually(lambda: bool(scores(h, "i9")), "every record", agent)
+
+        s1 = scores(h, "i1")
+        assert s1.keys() == {"i2", "i3", "i4"}
+        assert math.isclose(s1["i2"], 0.5, rel_tol=1e-9)
+        assert math.isclose(s1["i3"], 0.25, rel_tol=1e-9)
+        assert math.isclose(s1["i4"], 1.0, rel_tol=1e-9)
+
+    run_scenario(scenario)
+
+
+def test_a_corrupt_record_is_dead_lettered_and_changes_nothing(
+    run_scenario: RunScenario,
+) -> None:
+    bad = CoVisitIncrements(item_id="i1", neighbours=["i2", "i3"], weights=[0.5], ts=[T0, T0])
+    negative = CoVisitIncrements(item_id="i1", neighbours=["i2"], weights=[-1.0], ts=[T0])
+
+    async def scenario(h: AgentHarness) -> None:
+        async with h.agent("covisit") as agent:
+            await agent.put(pair("i1", "i5", 1.0), key="i1")
+            await agent.put(bad, key="i1")
+            await agent.put(negative, key="i1")
+            await agent.put(pair("i9", "i0", 1.0), key="i9")
+            await h.eventually(lambda: bool(scores(h, "i9")), "every record", agent)
+
+        assert scores(h, "i1") == {"i5": 1.0}
+        letters = [s.json() for s in h.sent(h.topics.dead_letters)]
+        assert [d["error"] for d in letters] == ["ValidationError", "ValidationError"]
+        assert all("corrupt co-visit record" in d["reason"] for d in letters)
+
+    run_scenario(scenario)

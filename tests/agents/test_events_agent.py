@@ -187,13 +187,86 @@ def test_consecutive_consumptions_send_covisit_pairs_both_ways(
             await agent.put(event_bytes("u1", "e3", T0 + 86_400, item="i3"), key=b"u1")
             await h.eventually(lambda: len(lists(h)) == 3, "three lists", agent)
 
-        pairs = [(s.key_text, s.json()) for s in h.sent(h.topics.covisit_pairs)]
-        assert [(k, p["item_id"], p["neighbour_id"]) for k, p in pairs] == [
-            ("i1", "i1", "i2"),
-            ("i2", "i2", "i1"),
+        recs = [(s.key_text, s.json()) for s in h.sent(h.topics.covisit_pairs)]
+        assert [(k, r["item_id"], r["neighbours"]) for k, r in recs] == [
+            ("i1", "i1", ["i2"]),
+            ("i2", "i2", ["i1"]),
         ]
-        for _, p in pairs:
-            assert 0 < p["weight"] <= 1 and p["ts"] == T0 + 60
+        for _, r in recs:
+            assert all(0 < w <= 1 for w in r["weights"]) and r["ts"] == [T0 + 60]
+            assert r["increments_id"].startswith("e2")
+
+    run_scenario(scenario)
+
+
+def test_one_covisit_record_per_item_carries_all_of_an_events_increments(
+    run_scenario: RunScenario,
+) -> None:
+    async def scenario(h: AgentHarness) -> None:
+        async with h.agent("events") as agent:
+            await agent.put(event_bytes("u1", "e1", T0, item="i1"), key=b"u1")
+            await agent.put(event_bytes("u1", "e2", T0 + 60, item="i2"), key=b"u1")
+            await agent.put(event_bytes("u1", "e3", T0 + 120, item="i3"), key=b"u1")
+            await h.eventually(lambda: len(lists(h)) == 3, "three lists", agent)
+
+        third = [s.json() for s in h.sent(h.topics.covisit_pairs)][2:]
+        # e3 pairs i3 with i1 and i2: i3 gets one record with both neighbours, each of
+        # i1 and i2 one record with i3.
+        assert [(r["item_id"], r["neighbours"]) for r in third] == [
+            ("i1", ["i3"]),
+            ("i2", ["i3"]),
+            ("i3", ["i1", "i2"]),
+        ]
+        i3 = third[2]
+        assert i3["weights"][1] > i3["weights"][0]  # i2 is closer in time than i1
+        assert len({r["increments_id"] for r in third}) == 3
+
+    run_scenario(scenario)
+
+
+def test_windowed_category_counts_per_user(run_scenario: RunScenario) -> None:
+    hour = 3600.0
+
+    async def scenario(h: AgentHarness) -> None:
+        async with h.agent("items") as items:
+            await items.put(item_bytes("i1", "A", ("jazz", "blues")), key=b"i1")
+            await items.put(item_bytes("i2", "B", ("jazz",)), key=b"i2")
+            await items.put(item_bytes("i3", "C", ("rock",)), key=b"i3")
+            await h.eventually(lambda: len(h.runtime.item_categories) == 3, "the catalog", items)
+        async with h.agent("events") as events:
+            await events.put(event_bytes("u1", "e1", T0, item="i1"), key=b"u1")
+            await events.put(event_bytes("u1", "e2", T0 + 60, item="i2"), key=b"u1")
+            # Two days later: the 1 h and 24 h windows of e1 and e2 are behind.
+            await events.put(event_bytes("u1", "e3", T0 + 48 * hour, item="i3"), key=b"u1")
+            await events.put(event_bytes("u2", "e4", T0 + 60, item="i2"), key=b"u2")
+            await h.eventually(lambda: len(lists(h)) == 4, "four lists", events)
+
+        counts = h.tables.user_ranking.get("u1")["window_counts"]
+        assert counts["at_ts"] == T0 + 48 * hour
+        assert counts["short"] == {"rock": 1.0} and counts["long"] == {"rock": 1.0}
+        assert h.tables.user_ranking.get("u2")["window_counts"]["long"] == {"jazz": 1.0}
+
+    run_scenario(scenario)
+
+
+def test_windowed_counts_add_up_within_a_window(run_scenario: RunScenario) -> None:
+    async def scenario(h: AgentHarness) -> None:
+        async with h.agent("items") as items:
+            await items.put(item_bytes("i1", "A", ("jazz", "blues")), key=b"i1")
+            await items.put(item_bytes("i2", "B", ("jazz",)), key=b"i2")
+            await h.eventually(lambda: len(h.runtime.item_categories) == 2, "the catalog", items)
+        async with h.agent("events") as events:
+            await events.put(event_bytes("u1", "e1", T0, item="i1"), key=b"u1")
+            await events.put(event_bytes("u1", "e2", T0 + 60, item="i2"), key=b"u1")
+            # A skip (negative weight) is not counted.
+            await events.put(
+                event_bytes("u1", "e3", T0 + 90, item="i1", event_type="skip"), key=b"u1"
+            )
+            await h.eventually(lambda: len(lists(h)) == 3, "three lists", events)
+
+        counts = h.tables.user_ranking.get("u1")["window_counts"]
+        assert counts["at_ts"] == T0 + 60
+        assert counts["long"] == {"blues": 1.0, "jazz": 2.0}
 
     run_scenario(scenario)
 
