@@ -158,7 +158,7 @@ def register_events(
                 value=ItemHit(item_id=ev.item_id, event_id=event_id, ts=ev.ts, weight=weight),
             )
         if weight > 0 and categories:
-            add_user_categories(windows, ev.user_id, list(dict.fromkeys(categories)), ev.ts)
+            add_user_categories(windows, ev.user_id, categories, ev.ts)
             # Windowed values are read inside the stream (where the store knows the
             # partition) and kept with the user's ranking state for inspection.
             ranking.window_counts = user_window_counts(windows, ev.user_id, ev.ts)

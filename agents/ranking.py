@@ -244,10 +244,11 @@ class FusedRanker:
                 # Same order as sorting all members by (-popularity, id), cheaper: only the
                 # few items in the popularity snapshot need a sort by score; the others (no
                 # score, i.e. -inf) follow in id order.
-                scored = [i for i in members if popular.get(i, -math.inf) > -math.inf]
-                ranked = sorted(scored, key=lambda i: (-popular[i], i))
-                rest = sorted(i for i in members if popular.get(i, -math.inf) == -math.inf)
-                order[label] = ranked + rest
+                scored: list[str] = []
+                rest: list[str] = []
+                for i in members:
+                    (scored if popular.get(i, -math.inf) > -math.inf else rest).append(i)
+                order[label] = sorted(scored, key=lambda i: (-popular[i], i)) + sorted(rest)
             self._arm_order = (stamp, order)
         return self._arm_order[1]
 

@@ -95,7 +95,8 @@ def declare_windows(app: faust.App, settings: Settings) -> WindowTables:
 def add_user_categories(
     windows: WindowTables, user_id: str, categories: list[str], at_ts: float
 ) -> None:
-    """Count one event of `user_id` in each of `categories` (once each) at event time `at_ts`,
+    """Count one event of `user_id` once in each distinct category (a repeated one counts once:
+    the increment is a dict) at event time `at_ts`,
     in every short and long window containing it. Call inside stream iteration."""
     windows.clock.ts = at_ts
     inc = CountsIncrement.fromkeys(categories, 1.0)
