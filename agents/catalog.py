@@ -93,9 +93,14 @@ def register_catalog(
                     value=EmbedRequest(item_id=item.item_id, text=text, text_key=tkey),
                 )
 
+    guard_item_embed = OffsetGapGuard(app, [topics.item_embed.get_topic_name()])
+
     @app.agent(topics.item_embed, name=f"{settings.app_id}.item-embedder", concurrency=1)
     async def item_embedder(stream: faust.StreamT) -> None:
-        async for batch in stream.take(settings.embed_batch_size, within=settings.embed_wait_s):
+        async for events in guard_item_embed.batches(
+            stream, settings.embed_batch_size, settings.embed_wait_s
+        ):
+            batch = [event.value for event in events]
             vectors = await runtime.embed([r.text_key for r in batch], [r.text for r in batch])
             for req, vec in zip(batch, vectors, strict=True):
                 await topics.item_vectors.send(

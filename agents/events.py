@@ -210,9 +210,14 @@ def register_events(
                 continue
             await guarded(event, apply_event(ev, event_id, event.message.partition), ev.user_id)
 
+    guard_user_texts = OffsetGapGuard(app, [topics.user_texts.get_topic_name()])
+
     @app.agent(topics.user_texts, name=f"{settings.app_id}.text-embedder", concurrency=1)
     async def text_embedder(stream: faust.StreamT) -> None:
-        async for batch in stream.take(settings.embed_batch_size, within=settings.embed_wait_s):
+        async for events in guard_user_texts.batches(
+            stream, settings.embed_batch_size, settings.embed_wait_s
+        ):
+            batch = [event.value for event in events]
             texts = [clean_text(json.loads(r.event).get("text") or "") for r in batch]
             vectors = await runtime.embed([r.text_key for r in batch], texts)
             for req, vec in zip(batch, vectors, strict=True):

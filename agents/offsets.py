@@ -18,7 +18,17 @@ so their offsets are consecutive and a jump is a loss, not a gap. `OffsetGapGuar
 A loss at the end of a partition shows no jump (no later record arrives), so a timer also
 compares, per partition, the offset the consumer has read up to with the next offset the
 agent expects: when the agent's queue is empty and the consumer is ahead, twice in a row,
-the records in between were dropped and the partition is sought back the same way.
+the records in between were dropped and the partition is sought back the same way. Faust
+forgets what it has read when it seeks to committed offsets after a rebalance, and on a
+partition with no commit yet it does not seek at all; records fetched while the worker was
+still recovering are then dropped with no trace in Faust's bookkeeping (seen when events
+arrive while a second worker joins). The check therefore asks the Kafka client for its
+fetch position whenever Faust has no read offset but the log holds records the agent has
+not seen.
+
+Agents that read micro-batches (`stream.take_events`) use `guard.batches(...)`: the same
+check per record, and records waiting in the batch buffer count as queued, so a long
+encode is not mistaken for a loss.
 
 If the same jump shows up again after three seeks, the offsets really are missing (a
 transactional producer's control records, or compaction done by an operator): the guard then
@@ -27,6 +37,8 @@ accepts the gap and hands it to Faust as before, so commits go on.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -38,6 +50,9 @@ import faust
 log = logging.getLogger(__name__)
 
 RESEEK_AFTER_S = 5.0  # wall seconds a seek may take to show its first record before it is redone
+POSITION_TIMEOUT_S = 2.0  # wall seconds to wait for the Kafka client's fetch position
+QUICK_RESEEKS = 3  # re-seeks made at once when a seek comes back above its target ...
+QUICK_RESEEK_GAP_S = 0.5  # ... and after those, at most one per this many wall seconds
 SEEK_ATTEMPTS = 3  # seeks after which a jump that keeps coming back is taken as real
 CHECK_INTERVAL_S = 1.0  # wall seconds between checks for records dropped at a partition's end
 
@@ -46,8 +61,10 @@ CHECK_INTERVAL_S = 1.0  # wall seconds between checks for records dropped at a p
 class _Seeking:
     target: int  # the first missing offset, where the partition was sought back to
     ran_ahead: int  # the highest offset dropped since the seek
-    since: float  # monotonic time of the seek
-    attempts: int = 1  # seeks made for this jump
+    since: float  # monotonic time of the latest seek
+    counted_at: float  # monotonic time of the latest counted attempt
+    attempts: int = 1  # counted attempts: evidence, RESEEK_AFTER_S apart, of missing offsets
+    quick: int = 0  # re-seeks made at once after the seek came back above its target
 
 
 class OffsetGapGuard:
@@ -65,6 +82,7 @@ class OffsetGapGuard:
         self.app = app
         self.topics = frozenset(topics)
         self._backlog: Callable[[], int] = lambda: 0
+        self._buffered = 0  # records in a take buffer, not yet handed to `admit` (batches)
         self._suspect: dict[Any, tuple[int, int]] = {}  # tp → (read offset, expected) seen
         app.timer(interval=CHECK_INTERVAL_S)(self._check_idle)
         self._expected: dict[Any, int] = {}  # tp → next offset this agent should receive
@@ -81,11 +99,13 @@ class OffsetGapGuard:
         (its queue tells whether records wait). An instance attribute wraps the consumer's
         `_add_gap`; topics not guarded keep Faust's behaviour.
         """
+        if stream is not None:
+            # Set on every start: a restarted agent iterates a new stream.
+            queue: Any = stream.channel.queue  # type: ignore[attr-defined]
+            self._backlog = lambda: int(queue.qsize()) + self._buffered
         if self._installed:
             return
         self._installed = True
-        if stream is not None:
-            self._backlog = lambda: int(stream.channel.queue.qsize())  # type: ignore[attr-defined]
         try:
             consumer = self.app.consumer
             original = consumer._add_gap  # type: ignore[attr-defined]
@@ -126,6 +146,37 @@ class OffsetGapGuard:
             if await self.admit(event):
                 yield event
 
+    async def batches(
+        self, stream: faust.StreamT, max_: int, within: float
+    ) -> AsyncIterator[list[Any]]:
+        """Micro-batches of the stream's events (Faust's `take_events`: at most `max_`
+        events, or what arrived within `within` wall seconds), without the records `admit`
+        drops; a batch left empty by the drops is not yielded.
+
+        Installs the guard first. Records in the take buffer count as queued for the end
+        check (they have reached the agent, only not yet `admit`). All events of a batch,
+        dropped ones too, are acked when the next batch is asked for, as with `events`.
+        """
+        self.install(stream)
+
+        def entered(value: Any) -> Any:
+            # A stream processor: runs for every record that reaches the stream (Faust skips
+            # the dropped ones before processors), before take's own buffer processor.
+            self._buffered += 1
+            return value
+
+        stream.add_processor(entered)
+        try:
+            async for batch in stream.take_events(max_, within):  # type: ignore[attr-defined]
+                self._buffered = max(self._buffered - len(batch), 0)
+                admitted = [event for event in batch if await self.admit(event)]
+                if admitted:
+                    yield admitted
+        finally:
+            self._buffered = 0
+            with contextlib.suppress(AttributeError, ValueError):  # already gone
+                stream._processors.remove(entered)  # type: ignore[attr-defined]
+
     def forget(self, tps: Iterable[Any]) -> None:
         """Partitions that moved: their next offset is whatever comes first."""
         for tp in tps:
@@ -153,12 +204,33 @@ class OffsetGapGuard:
             self._suspect.clear()
             return
         for tp, expected in expecting.items():
+            seeking = self._seeking.get(tp)
+            if seeking is not None:
+                self._suspect.pop(tp, None)
+                if time.monotonic() - seeking.since > RESEEK_AFTER_S:
+                    # Nothing queued and the seek's records never came (dropped again, e.g.
+                    # by a rebalance in between): seek once more.
+                    log.warning(
+                        "seek of %s[%d] to %d delivered nothing; seeking again",
+                        tp.topic,
+                        tp.partition,
+                        seeking.target,
+                    )
+                    await self._reseek(tp, seeking)
+                continue
             last_read = read.get(tp)
             # Faust keeps the last offset read, except that its seeks store the next one: a
             # read offset equal to `expected` means a record was read only if one exists.
             if last_read == expected and not self._exists(consumer, tp, expected):
                 last_read = None
-            if last_read is None or last_read < expected or tp in self._seeking:
+            if last_read is None and self._exists(consumer, tp, expected):
+                # Faust has no read offset (reset by its seek to committed offsets) although
+                # the log holds records from `expected` on: the client's fetch position says
+                # whether they were handed out already.
+                position = await self._position(consumer, tp)
+                if position is not None and position > expected:
+                    last_read = position - 1
+            if last_read is None or last_read < expected:
                 self._suspect.pop(tp, None)
                 continue
             seen = (last_read, expected)
@@ -183,22 +255,31 @@ class OffsetGapGuard:
         expected = self._expected.get(tp)
         seeking = self._seeking.get(tp)
         if seeking is not None:
+            now = time.monotonic()
             if offset <= seeking.target:
                 del self._seeking[tp]  # the seek delivered: back in order
             elif offset <= seeking.ran_ahead:
-                # The jump came again after the seek. Either a batch fetched before the seek
-                # was still being drained (Faust then moves its read offset past the re-read
-                # records and drops them), or the offsets do not exist: seek again a few
-                # times before believing the latter.
+                # The seek came back above its target. Usually Faust dropped the re-read
+                # records: a batch fetched before the seek was still being drained and moved
+                # its read offset past them (it drops offsets below its read offset). Then
+                # seeking again works. Only if that keeps happening for RESEEK_AFTER_S, three
+                # times over, are the offsets taken as missing (transaction markers).
+                if now - seeking.counted_at < RESEEK_AFTER_S:
+                    if seeking.quick < QUICK_RESEEKS or now - seeking.since >= QUICK_RESEEK_GAP_S:
+                        seeking.quick += 1
+                        await self._reseek(tp, seeking)
+                    return False
                 if seeking.attempts < SEEK_ATTEMPTS:
-                    await self._seek(tp, seeking.target, offset, seeking.attempts + 1)
+                    seeking.attempts += 1
+                    seeking.counted_at = now
+                    await self._reseek(tp, seeking)
                     return False
                 del self._seeking[tp]
                 await self._accept_gap(tp, seeking.target, offset)
             else:
                 seeking.ran_ahead = offset  # still records fetched before the seek
-                if time.monotonic() - seeking.since > RESEEK_AFTER_S:
-                    await self._seek(tp, seeking.target, offset, seeking.attempts)
+                if now - seeking.since > RESEEK_AFTER_S:
+                    await self._reseek(tp, seeking)
                 return False
         elif expected is not None and offset > expected:
             log.warning(
@@ -214,6 +295,15 @@ class OffsetGapGuard:
         return True
 
     @staticmethod
+    async def _position(consumer: Any, tp: Any) -> int | None:
+        """The Kafka client's next offset to hand out for `tp` (None if unknown now)."""
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S)
+        except Exception:  # not assigned any more, no valid position yet, timed out
+            return None
+        return None if position is None else int(position)
+
+    @staticmethod
     def _exists(consumer: Any, tp: Any, offset: int) -> bool:
         """Whether the partition's log reaches `offset` (by the consumer's last highwater)."""
         try:
@@ -222,12 +312,18 @@ class OffsetGapGuard:
             return False
         return highwater is not None and highwater > offset
 
-    async def _seek(self, tp: Any, target: int, ran_ahead: int, attempts: int = 1) -> None:
-        self._seeking[tp] = _Seeking(
-            target=target, ran_ahead=ran_ahead, since=time.monotonic(), attempts=attempts
-        )
+    async def _seek(self, tp: Any, target: int, ran_ahead: int) -> None:
+        """Seek back to `target` for a newly found loss."""
+        now = time.monotonic()
+        self._seeking[tp] = _Seeking(target=target, ran_ahead=ran_ahead, since=now, counted_at=now)
         self.seeks += 1
         await self.app.consumer.seek(tp, target)
+
+    async def _reseek(self, tp: Any, seeking: _Seeking) -> None:
+        """Seek back to the same target again (the last seek did not deliver it)."""
+        seeking.since = time.monotonic()
+        self.seeks += 1
+        await self.app.consumer.seek(tp, seeking.target)
 
     async def _accept_gap(self, tp: Any, first_missing: int, offset: int) -> None:
         self.accepted_gaps += 1

@@ -49,7 +49,12 @@ def declare_tables(
     def table(name: str, partitions: int, *, raw: bool = False) -> faust.types.TableT:
         return app.Table(
             name,
-            key_type=str,
+            # Raw keys (key_type bytes; str keys are written as UTF-8): a key's changelog
+            # partition is that of the event that wrote it (the source topic is keyed by the
+            # raw id), and the web router finds the owning worker by hashing the serialized
+            # key. With JSON keys (b'"u1"') it hashed other bytes than the producers did and
+            # sent about half the requests to a worker without the key.
+            key_type=bytes,
             value_type=bytes if raw else None,
             partitions=partitions,
             default=None,

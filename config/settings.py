@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var/worker"), description="Worker data directory (RocksDB files).")
     web_host: str = Field("127.0.0.1", description="Bind address of the worker web server.")
     web_port: int = Field(6066, description="Port of the worker web server.")
+    web_advertised_host: str | None = Field(
+        None,
+        description="Host name or address other workers use to reach this worker's web server "
+        "(GET /users/{u}/ and /recommendations/{u}/ are forwarded to the worker that owns the "
+        "user). Default: web_host, or this machine's IP address when web_host is a wildcard "
+        "(0.0.0.0, ::), as in a container.",
+    )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",
         description="Kafka processing guarantee. at_least_once plus event_id de-duplication "

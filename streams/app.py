@@ -8,10 +8,30 @@ workers on one machine) can use throwaway app ids, topic prefixes and data direc
 from __future__ import annotations
 
 import os
+import socket
 
 import faust
 
 from recstream.config.settings import Settings
+
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+def advertised_web_host(settings: Settings) -> str:
+    """The host other workers use to reach this worker's web server.
+
+    A wildcard bind address cannot be advertised: every worker would name itself 0.0.0.0 and
+    take every request as its own (Faust compares the owner's URL with its own), answering
+    404 for the users another worker holds. The machine's address is used instead.
+    """
+    if settings.web_advertised_host:
+        return settings.web_advertised_host
+    if settings.web_host not in WILDCARD_HOSTS:
+        return settings.web_host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return socket.gethostname()
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -27,7 +47,9 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
-        web_host=settings.web_host,
+        # web_host is what other workers are told (the routing of per-user requests to the
+        # owning worker); web_bind is where this one listens.
+        web_host=advertised_web_host(settings),
         web_port=settings.web_port,
         web_bind=settings.web_host,
         # The pipeline is autodiscovered from nothing: everything is declared explicitly.

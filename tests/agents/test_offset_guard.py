@@ -58,6 +58,10 @@ class Consumer:
         self.highwaters: dict[TP, int] = {}
         self.seeks: list[tuple[TP, int]] = []
         self.gaps: list[tuple[TP, int, int]] = []
+        self.positions: dict[TP, int] = {}  # the Kafka client's next offset to hand out
+
+    async def position(self, tp: TP) -> int | None:
+        return self.positions.get(tp)
 
     def highwater(self, tp: TP) -> int | None:
         return self.highwaters.get(tp)
@@ -132,15 +136,51 @@ def test_faust_gap_filling_is_off_for_guarded_topics_only() -> None:
     assert app.consumer.gaps == [(TP("other", 0), 3, 4)]
 
 
-def test_a_jump_that_comes_again_after_the_seek_is_a_real_gap() -> None:
+class Clock:
+    """monotonic() for the guard, moved by hand."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        self.now = 1000.0
+        monkeypatch.setattr("recstream.agents.offsets.time.monotonic", lambda: self.now)
+
+
+def test_a_jump_that_keeps_coming_back_for_seconds_is_a_real_gap(monkeypatch: Any) -> None:
+    clock = Clock(monkeypatch)
     app, guard = make()
-    # Offsets 3..4 do not exist (e.g. transaction markers): after the seek 5 comes again.
-    admitted = run(guard, [1, 2, 5, 6, 5, 6, 5, 6, 5, 6, 7])
-    assert admitted == [1, 2, 5, 6, 7]
-    assert app.consumer.seeks == [(EV, 3)] * 3
+    # Offsets 3..4 do not exist (e.g. transaction markers): after every seek 5 comes again.
+    admitted = run(guard, [1, 2, 5, 6, 5, 6])  # seek, then one quick re-seek
+    assert admitted == [1, 2]
+    for _ in range(2):  # evidence counted at most once per RESEEK_AFTER_S
+        clock.now += 6.0
+        assert run(guard, [5, 6]) == []
+    assert guard.accepted_gaps == 0
+    clock.now += 6.0
+    assert run(guard, [5, 6, 7]) == [5, 6, 7]
     assert guard.accepted_gaps == 1
+    assert set(app.consumer.seeks) == {(EV, 3)}
     # Handed to Faust's own gap bookkeeping (so commits go on past offsets that do not exist).
     assert app.consumer.gaps == [(EV, 3, 5)]
+
+
+def test_re_reads_dropped_by_faust_are_sought_again_and_never_taken_for_a_gap(
+    monkeypatch: Any,
+) -> None:
+    """Seen with two workers: 5 lost, the seek issued while a fetched batch (7..13) was still
+    being drained; Faust then dropped the re-read 5..12 (below its read offset) and delivered
+    13 and new records, several times in a row within a fraction of a second."""
+    clock = Clock(monkeypatch)
+    app, guard = make()
+    assert run(guard, [3, 4, 6, *range(7, 14)]) == [3, 4]
+    for _ in range(6):
+        clock.now += 0.05
+        assert run(guard, [13, 14]) == []
+    assert guard.accepted_gaps == 0 and app.consumer.gaps == []
+    clock.now += 0.6
+    assert run(guard, [13]) == []  # re-seeks go on, spaced out
+    assert run(guard, list(range(5, 16))) == list(range(5, 16))
+    assert guard.accepted_gaps == 0
+    assert {seek for seek in app.consumer.seeks} == {(EV, 5)}
+    assert len(app.consumer.seeks) == 1 + 3 + 1  # the seek, quick re-seeks, a spaced one
 
 
 def test_replayed_offsets_are_admitted_and_partitions_that_move_start_afresh() -> None:
@@ -244,3 +284,104 @@ def test_a_seek_undone_by_a_batch_still_being_drained_is_repeated() -> None:
     assert admitted == [35, *range(36, 42)]
     assert app.consumer.seeks == [(EV, 36), (EV, 36)]
     assert guard.accepted_gaps == 0
+
+
+def test_records_handed_out_before_a_first_commit_are_sought_back_by_position() -> None:
+    """A worker joining while events arrive: its consumer fetched offsets 0..2 during recovery
+    and Faust dropped them; with no commit Faust's seek left the position at 3 and its read
+    offset at None. The Kafka client's position shows what Faust forgot."""
+    app, guard = make()
+    [check] = app.timers
+    app.consumer.assigned = {EV}
+    app.consumer.highwaters[EV] = 3
+    app.consumer.positions[EV] = 3
+    asyncio.run(check())
+    assert app.consumer.seeks == []  # once may be records on their way
+    asyncio.run(check())
+    assert app.consumer.seeks == [(EV, 0)]
+    assert run(guard, [0, 1, 2]) == [0, 1, 2]
+
+
+def test_a_position_at_the_expected_offset_is_no_loss() -> None:
+    app, _ = make()
+    [check] = app.timers
+    app.consumer.assigned = {EV}
+    app.consumer._committed_offset[EV] = 7
+    app.consumer.highwaters[EV] = 9  # offsets 7, 8 exist and simply have not been fetched
+    app.consumer.positions[EV] = 7
+    for _ in range(3):
+        asyncio.run(check())
+    assert app.consumer.seeks == []
+
+
+def test_a_seek_that_delivers_nothing_is_repeated(monkeypatch: Any) -> None:
+    app, guard = make()
+    [check] = app.timers
+    now = [1000.0]
+    monkeypatch.setattr("recstream.agents.offsets.time.monotonic", lambda: now[0])
+    assert run(guard, [0, 1, 4]) == [0, 1]  # 2..3 lost: seek back to 2
+    assert app.consumer.seeks == [(EV, 2)]
+    asyncio.run(check())
+    assert app.consumer.seeks == [(EV, 2)]  # just sought: give it time
+    now[0] += 6.0  # the seek's records were dropped again (another rebalance, say)
+    asyncio.run(check())
+    assert app.consumer.seeks == [(EV, 2), (EV, 2)]
+    assert run(guard, [2, 3, 4]) == [2, 3, 4]
+
+
+class FakeTakeStream:
+    """Shaped like the parts of a Faust stream `batches` uses: processors run on each record
+    as it enters the stream; `take_events` yields the buffered events."""
+
+    class channel:
+        class queue:
+            @staticmethod
+            def qsize() -> int:
+                return 0
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self._processors: list[Any] = []
+        self.batches = batches
+        self.in_buffer: list[Event] = []
+
+    def add_processor(self, fun: Any) -> None:
+        self._processors.append(fun)
+
+    def arrive(self, offsets: list[int]) -> None:
+        for o in offsets:
+            event = Event(Message(EV, o))
+            for fun in self._processors:
+                fun(event)
+            self.in_buffer.append(event)
+
+    async def take_events(self, max_: int, within: float) -> Any:
+        for offsets in self.batches:
+            self.arrive(offsets)
+            batch, self.in_buffer = self.in_buffer[:max_], self.in_buffer[max_:]
+            yield batch
+
+
+def test_batches_drop_what_ran_ahead_and_count_buffered_records_as_queued() -> None:
+    app, guard = make()
+    [check] = app.timers
+    stream = FakeTakeStream([[0, 1, 2], [6, 7], [4, 5, 6, 7]])
+
+    async def go() -> list[list[int]]:
+        out = []
+        async for batch in guard.batches(stream, 8, 0.05):  # type: ignore[arg-type]
+            out.append([e.message.offset for e in batch])
+            if len(out) == 1:
+                # Offset 3 waits in the take buffer while this batch is encoded: read by the
+                # consumer, not yet admitted, and not lost.
+                stream.arrive([3])
+                app.consumer._read_offset[EV] = 3
+                await check()
+                await check()
+                assert app.consumer.seeks == []
+        return out
+
+    # 4..5 lost, 6..7 ran ahead and are dropped; the seek back to 4 delivers 4..7.
+    assert asyncio.run(go()) == [[0, 1, 2], [3], [4, 5, 6, 7]]
+    assert app.consumer.seeks == [(EV, 4)]
+    assert guard._buffered == 0
+    assert stream._processors == []  # the counting processor is removed afterwards

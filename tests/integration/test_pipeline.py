@@ -256,3 +256,43 @@ def test_restart_keeps_state_and_neither_loses_nor_double_counts(
     assert {u: s["last_event_id"] for u, s in final.items()} == {
         u: f"b-{116 + n}" for n, u in enumerate(users)
     }
+
+
+def test_a_worker_joining_loses_no_event_sent_while_it_recovers(
+    start_worker: Callable[..., WorkerProcess], topics: dict[str, Topic]
+) -> None:
+    """Scaling out: events that reach a joining worker while it recovers its tables are
+    processed, not dropped. faust-streaming fetches them when it resumes the flow, drops them,
+    and on partitions never committed does not seek back (agents/offsets.py). Clicks take the
+    per-event path; searches with text take the batched text embedder (`user-texts`). With two
+    workers, the web endpoints must answer for every user from the worker that owns it."""
+    topics["items"].send([item(f"i{n}", f"Item {n}", ["jazz"]) for n in range(7)])
+    first = start_worker(name="a")
+    topics["events"].send([event("warm", "warm-0", T0, item="i0")])
+    topics["recommendations"].read_until(lists_reflecting({"warm-0"}), 120, worker=first)
+
+    second = start_worker(name="b")
+    deadline = time.monotonic() + 120
+    while "Executing _on_partitions_assigned" not in second.log_file.read_text(errors="replace"):
+        assert second.alive(), second.log_tail()
+        assert time.monotonic() < deadline, "the second worker never got partitions"
+        time.sleep(0.1)
+    # The second worker is recovering now: every events partition gets records it has never
+    # had, so none has a committed offset yet.
+    users = [f"j{n}" for n in range(12)]
+    burst = []
+    for n in range(36):
+        user = users[n % 12]
+        if n % 3 == 2:
+            burst.append(event(user, f"{user}-{n}", T0 + n, item=None, etype="search", text="jazz"))
+        else:
+            burst.append(event(user, f"{user}-{n}", T0 + n, item=f"i{n % 7}"))
+    topics["events"].send(burst)
+    last = {user: f"{user}-{24 + n}" for n, user in enumerate(users)}
+    topics["recommendations"].read_until(lists_reflecting(set(last.values())), 180, worker=second)
+    assert first.alive() and second.alive()
+    # Asked of either worker, each answer comes from the worker that owns the user.
+    for worker in (first, second):
+        states = _states(worker, users)
+        assert {u: s["event_count"] for u, s in states.items()} == dict.fromkeys(users, 3)
+        assert {u: s["last_event_id"] for u, s in states.items()} == last
