@@ -30,9 +30,11 @@ Agents that read micro-batches (`stream.take_events`) use `guard.batches(...)`: 
 check per record, and records waiting in the batch buffer count as queued, so a long
 encode is not mistaken for a loss.
 
-If the same jump shows up again after three seeks, the offsets really are missing (a
-transactional producer's control records, or compaction done by an operator): the guard then
-accepts the gap and hands it to Faust as before, so commits go on.
+A seek that comes back above its target is usually Faust dropping the re-read records (a
+batch fetched before the seek moved its read offset past them) and is simply repeated. Only if
+it keeps coming back three times, RESEEK_AFTER_S apart, are the offsets taken as really missing
+(a transactional producer's control records, or compaction done by an operator): the guard
+then accepts the gap and hands it to Faust as before, so commits go on.
 """
 
 from __future__ import annotations

@@ -95,9 +95,9 @@ def declare_windows(app: faust.App, settings: Settings) -> WindowTables:
 def add_user_categories(
     windows: WindowTables, user_id: str, categories: list[str], at_ts: float
 ) -> None:
-    """Count one event of `user_id` once in each distinct category (a repeated one counts once:
-    the increment is a dict) at event time `at_ts`,
-    in every short and long window containing it. Call inside stream iteration."""
+    """Count one event of `user_id` at event time `at_ts` once per distinct category (the
+    increment is a dict: a repeated category counts once) in every short and long window
+    containing it. Call inside stream iteration."""
     windows.clock.ts = at_ts
     inc = CountsIncrement.fromkeys(categories, 1.0)
     windows.user_categories_short[user_id] += inc
