@@ -28,6 +28,7 @@ from recstream.agents.embedding import EmbeddingRuntime, decode_vector, encode_v
 from recstream.agents.offsets import OffsetGapGuard
 from recstream.agents.publisher import ListPublisher
 from recstream.agents.ranking import FusedRanker, UserRanking
+from recstream.agents.routing import reroute
 from recstream.agents.state import interest_params, load_user_state
 from recstream.agents.tables import Tables
 from recstream.agents.windows import (
@@ -191,11 +192,13 @@ def register_events(
             except Exception as exc:
                 await send_dead_letter(topics, event, ValidationError(f"undecodable: {exc!r}"))
                 continue
-            key = event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None
-            if key != ev.user_id:
-                # State is partitioned by user: a record keyed otherwise is re-sent once,
-                # keyed by its user_id, so that it reaches the partition owning that user.
-                await topics.events.send(key=ev.user_id.encode("utf-8"), value=event.value)
+            key = event.key if isinstance(event.key, bytes) else None
+            move = reroute(ev.user_id, key, event.message.partition, settings.events_partitions)
+            if move is not None:
+                # State is partitioned by user (murmur2, as Faust's tables and web routes): a
+                # record keyed otherwise or placed by another partitioner is re-sent once, to
+                # the owner's partition, and applied there (agents/routing.py).
+                await topics.events.send(key=move.key, value=event.value, partition=move.partition)
                 continue
             event_id = ev.event_id or derived_event_id(event)
             if ev.text and clean_text(ev.text):

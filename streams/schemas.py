@@ -9,22 +9,70 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 EventType = Literal["view", "click", "add_to_cart", "purchase", "rate", "search", "skip", "dislike"]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Unicode categories no id may contain: controls (Cc: NUL, tab, newline, and SEP "\x1f",
+# which joins the parts of composite ids), format characters (Cf: zero-width and bidi
+# controls, which make two different ids look the same), lone surrogates (Cs: not
+# encodable as UTF-8) and line/paragraph separators.
+_FORBIDDEN_IN_IDS = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-Identifier = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+def escape_unprintable(text: str) -> str:
+    """`text` with every unprintable character (controls, format characters, lone surrogates,
+    separators) written as a backslash escape: safe to log, and to encode as UTF-8."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def _check_identifier(value: str, field: str) -> str:
-    if value != value.strip() or _CONTROL.search(value):
+    if value != value.strip():
         raise ValueError(f"{field} must not contain surrounding whitespace or control characters")
+    if not value.isprintable():  # the fast path: printable excludes every forbidden category
+        for n, ch in enumerate(value):
+            if unicodedata.category(ch) in _FORBIDDEN_IN_IDS:
+                raise ValueError(
+                    f"{field} must not contain surrounding whitespace or control characters "
+                    f"({escape_unprintable(ch)} at character {n})"
+                )
     return value
+
+
+def _no_surrogates(value: str) -> str:
+    # json.loads turns an escaped lone surrogate ("\ud800") into a str that cannot be
+    # encoded as UTF-8; such a str would fail later in every serializer (see codecs.py).
+    match = _SURROGATE.search(value)
+    if match is not None:
+        raise ValueError(
+            f"contains a lone UTF-16 surrogate {escape_unprintable(match.group())} at "
+            f"character {match.start()} (not Unicode)"
+        )
+    return value
+
+
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+Text = Annotated[StrictStr, AfterValidator(_no_surrogates)]
+"""A free-text string: any Unicode, but encodable as UTF-8 (no lone surrogate)."""
+Label = Annotated[StrictStr, Field(max_length=256), AfterValidator(_no_surrogates)]
+"""A category or attribute name: short, encodable as UTF-8."""
 
 
 def parse_timestamp(value: Any) -> float:
@@ -75,8 +123,9 @@ class EventIn(BaseModel):
     event_type: EventType
     ts: float
     item_id: Identifier | None = None
-    value: float | None = None
-    text: StrictStr | None = None
+    # allow_inf_nan=False: pydantic would otherwise read the strings "nan" and "inf" as floats.
+    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    text: Text | None = None
     event_id: Identifier | None = None
     rec_id: Identifier | None = None
 
@@ -122,10 +171,10 @@ class ItemIn(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     item_id: Identifier
-    title: StrictStr = Field(min_length=1, max_length=1024)
-    text: StrictStr = ""
-    categories: list[StrictStr] = Field(default_factory=list, max_length=64)
-    attributes: dict[StrictStr, StrictStr | int | float | bool] = Field(default_factory=dict)
+    title: Text = Field(min_length=1, max_length=1024)
+    text: Text = ""
+    categories: list[Label] = Field(default_factory=list, max_length=64)
+    attributes: dict[Label, Text | int | float | bool] = Field(default_factory=dict, max_length=64)
     ts: float | None = None
 
     @model_validator(mode="before")

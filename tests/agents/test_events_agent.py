@@ -13,6 +13,7 @@ import pytest
 from agent_harness import T0, AgentHarness, RunScenario, Sent, event_bytes, item_bytes
 
 from recstream.agents.embedding import decode_vector, encode_vector
+from recstream.agents.routing import owner_partition
 from recstream.agents.state import interest_params
 from recstream.models.interest_state import InterestState
 from recstream.streams.records import EmbeddedText, ItemHit, UserText
@@ -97,7 +98,8 @@ def test_malformed_record_becomes_a_dead_letter_and_the_agent_goes_on(
         async with h.agent("events") as agent:
             await agent.put(payload, key=b"u1", partition=1)
             await h.eventually(lambda: len(dead_letters(h)) == 1, "a dead letter", agent)
-            await agent.put(event_bytes("u1", "e1"), key=b"u1", partition=1)
+            # On u1's own partition, so that it is applied here and not re-routed.
+            await agent.put(event_bytes("u1", "e1"), key=b"u1", partition=owner_partition(b"u1", 2))
             await h.eventually(lambda: len(lists(h, "u1")) == 1, "a list after it", agent)
 
         [dl] = dead_letters(h)
@@ -149,10 +151,11 @@ def test_record_keyed_otherwise_is_resent_keyed_by_its_user_id(
             assert user_state(h, "u1") is None and not lists(h)
             # ... but once the re-sent record comes back, keyed right, it is applied.
             [resent] = h.sent(h.topics.events)
-            await agent.put(resent.value, key=resent.key)
+            await agent.put(resent.value, key=resent.key, partition=resent.partition)
             await h.eventually(lambda: len(lists(h)) == 1, "a list for u1", agent)
 
         assert resent.key == b"u1" and resent.value == raw
+        assert resent.partition == owner_partition(b"u1", h.settings.events_partitions)
         assert len(h.sent(h.topics.events)) == 1  # re-sent once, not again
         state = user_state(h, "u1")
         assert state is not None and state.event_count == 1
@@ -164,12 +167,14 @@ def test_record_keyed_otherwise_is_resent_keyed_by_its_user_id(
 def test_event_without_id_is_deduplicated_by_its_source_position(
     run_scenario: RunScenario,
 ) -> None:
+    assert owner_partition(b"u5", 2) == 1  # u5's events are applied on partition 1
+
     async def scenario(h: AgentHarness) -> None:
         async with h.agent("events") as agent:
-            await agent.put(event_bytes("u1", None, T0), key=b"u1", partition=1)
-            await h.eventually(lambda: len(lists(h)) == 1, "a list for u1", agent)
+            await agent.put(event_bytes("u5", None, T0), key=b"u5", partition=1)
+            await h.eventually(lambda: len(lists(h)) == 1, "a list for u5", agent)
 
-        state = user_state(h, "u1")
+        state = user_state(h, "u5")
         assert state is not None and state.last_event_id == "events:1:0"
         assert lists(h)[0]["as_of"]["event_id"] == "events:1:0"
 
