@@ -37,6 +37,7 @@ COPY streams ./streams
 COPY agents ./agents
 COPY models ./models
 COPY config ./config
+COPY evaluation ./evaluation
 RUN pip install --no-deps .
 
 

@@ -55,7 +55,7 @@ test-unit: install
 typecheck: install
 	@rm -rf build/typecheck && mkdir -p build/typecheck/recstream
 	@for f in cli/*.py; do ln -s ../../../$$f build/typecheck/recstream/; done
-	@for d in streams agents models config; do ln -s ../../../$$d build/typecheck/recstream/$$d; done
+	@for d in streams agents models config evaluation; do ln -s ../../../$$d build/typecheck/recstream/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy -p recstream
 
 lint: install typecheck

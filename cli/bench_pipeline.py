@@ -25,10 +25,10 @@ from typing import Any
 from rich.console import Console
 
 from recstream.config.settings import Settings
-from recstream.evaluate import machine_info
+from recstream.evaluation.metrics import percentiles
+from recstream.evaluation.replay import replay
+from recstream.evaluation.run import machine_info
 from recstream.models.errors import ValidationError
-from recstream.models.metrics import percentiles
-from recstream.replay import replay
 
 #: Throughput mode's flow-control window, per worker (see the module docstring).
 DEFAULT_IN_FLIGHT_PER_WORKER = 64
@@ -40,7 +40,7 @@ def bench_events(n_events: int, seed: int = 0) -> tuple[list[dict[str, Any]], li
     About 100 events per user (at least 50 users) over 500 items, so per-user state and
     popularity both see realistic reuse.
     """
-    from recstream.models.synthetic import SyntheticConfig, generate
+    from recstream.evaluation.synthetic import SyntheticConfig, generate
 
     n_users = max(50, math.ceil(n_events / 100))
     per_user = math.ceil(n_events / n_users)

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from kafka import KafkaConsumer
 
-from recstream.admin import delete_topics_with_prefix, ensure_topics
 from recstream.config.settings import Settings
+from recstream.evaluation.workers import WorkerProcess
 from recstream.models.item_text import item_text
-from recstream.produce import make_producer
-from recstream.workers import WorkerProcess
+from recstream.streams.admin import delete_topics_with_prefix, ensure_topics
+from recstream.streams.producer import make_producer
 
 
 def _consume_vectors(settings: Settings, want: set[str], timeout_s: float) -> dict[str, int]:

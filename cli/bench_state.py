@@ -16,7 +16,7 @@ import numpy as np
 from recstream.models.errors import ValidationError
 from recstream.models.interest_state import InterestEvent, InterestParams, InterestState
 
-# Event mix of the synthetic generator's defaults (models/synthetic.py), so the bench exercises
+# Event mix of the synthetic generator's defaults (evaluation/synthetic.py), so the bench exercises
 # each branch of update() about as often as live traffic does.
 _EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rate", "search", "skip", "dislike")
 _EVENT_SHARES = np.array([0.52, 0.20, 0.06, 0.03, 0.05, 0.06, 0.06, 0.02])

@@ -15,8 +15,8 @@ from typing import Any
 from rich.console import Console
 
 from recstream.config.settings import Settings
+from recstream.evaluation.workers import WorkerProcess
 from recstream.models.errors import RecstreamError
-from recstream.workers import WorkerProcess
 
 
 def run_demo(
@@ -29,10 +29,10 @@ def run_demo(
     seed: int,
     console: Console,
 ) -> None:
-    from recstream.admin import ensure_topics
+    from recstream.evaluation.synthetic import SyntheticConfig, generate, iter_live
     from recstream.local_kafka import LocalKafka
-    from recstream.models.synthetic import SyntheticConfig, generate, iter_live
     from recstream.produce import produce
+    from recstream.streams.admin import ensure_topics
     from recstream.tail import iter_lists, render_list
 
     started_broker = False

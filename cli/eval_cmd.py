@@ -62,7 +62,7 @@ def eval_command(
 ) -> None:
     """Replay a data set through the pipeline (real broker, real workers) and score it
     prequentially against in-process baselines."""
-    from recstream.evaluate import SYSTEM_UNDER_TEST, run_eval
+    from recstream.evaluation.run import SYSTEM_UNDER_TEST, run_eval
     from recstream.models.errors import RecstreamError
 
     settings = _settings()

@@ -98,7 +98,7 @@ def kafka_reset() -> None:
 @topics_app.command("create")
 def topics_create() -> None:
     """Create the events, items, recommendations and dead-letter topics (settings' partitions)."""
-    from recstream.admin import ensure_topics, topic_specs
+    from recstream.streams.admin import ensure_topics, topic_specs
 
     settings = _settings()
     try:
@@ -150,9 +150,9 @@ def produce(
     """Push a JSONL file or a generated stream to the events/items topics."""
     from rich.progress import Progress
 
-    from recstream.admin import ensure_topics
     from recstream.produce import Kind, read_jsonl
     from recstream.produce import produce as do_produce
+    from recstream.streams.admin import ensure_topics
 
     settings = _settings()
     if kind not in ("events", "items"):
@@ -173,7 +173,7 @@ def produce(
 
     batches: list[tuple[Kind, list[tuple[int, Any]]]] = []
     if synthetic:
-        from recstream.models.synthetic import SyntheticConfig, generate
+        from recstream.evaluation.synthetic import SyntheticConfig, generate
 
         data = generate(
             SyntheticConfig(

@@ -13,16 +13,12 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from kafka import KafkaProducer
+from typing import Any
 
 from recstream.config.settings import Settings
 from recstream.models.errors import ValidationError
-from recstream.streams.codecs import Limits, encode_json, validate_event
-from recstream.streams.schemas import ItemIn
-
-Kind = Literal["events", "items"]
+from recstream.streams.codecs import Limits, encode_json
+from recstream.streams.producer import Kind, check_record, make_producer
 
 
 @dataclass
@@ -32,46 +28,11 @@ class ProduceReport:
     elapsed_s: float = 0.0
 
 
-def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
-    config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "acks": "all",
-        "linger_ms": 5,
-        "retries": 5,
-        "max_in_flight_requests_per_connection": 1,  # keeps per-key order under retries
-    }
-    config.update(overrides)
-    return KafkaProducer(**config)
-
-
 def read_jsonl(path: Path) -> Iterator[tuple[int, str]]:
     with path.open("r", encoding="utf-8", errors="surrogateescape") as fh:
         for lineno, line in enumerate(fh, start=1):
             if line.strip():
                 yield lineno, line
-
-
-def check_record(kind: Kind, data: Any, limits: Limits) -> tuple[str, bytes | None]:
-    """(key, value bytes or None for a tombstone) for a valid record; raises ValidationError."""
-    if not isinstance(data, dict):
-        raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
-    if kind == "events":
-        event = validate_event(data, limits)
-        return event.user_id, encode_json(data)
-    item_id = data.get("item_id")
-    if data.get("deleted") is True:
-        if not isinstance(item_id, str) or not item_id:
-            raise ValidationError("a deletion needs a string item_id")
-        return item_id, None
-    import pydantic
-
-    try:
-        item = ItemIn.model_validate(data)
-    except pydantic.ValidationError as exc:
-        from recstream.streams.codecs import _describe
-
-        raise ValidationError(_describe(exc)) from exc
-    return item.item_id, encode_json(data)
 
 
 def produce(

@@ -24,8 +24,8 @@ def run_worker(settings: Settings) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import faust
 
-    from recstream.admin import ensure_topics
     from recstream.agents.pipeline import build_pipeline
+    from recstream.streams.admin import ensure_topics
 
     # Source topics must exist with the configured partitions before Faust subscribes.
     ensure_topics(settings)

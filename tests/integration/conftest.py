@@ -12,9 +12,9 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from rs_harness import Topic
 
-from recstream.admin import delete_topics_with_prefix, ensure_topics
 from recstream.config.settings import Settings
-from recstream.workers import WorkerProcess
+from recstream.evaluation.workers import WorkerProcess
+from recstream.streams.admin import delete_topics_with_prefix, ensure_topics
 
 pytestmark = pytest.mark.integration
 

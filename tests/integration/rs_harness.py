@@ -12,7 +12,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 
 from recstream.config.settings import Settings
-from recstream.workers import WorkerProcess
+from recstream.evaluation.workers import WorkerProcess
 
 
 class Topic:

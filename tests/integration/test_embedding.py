@@ -16,9 +16,9 @@ from rs_harness import Topic, get_json
 
 from recstream.agents.embedding import decode_vector
 from recstream.config.settings import Settings
+from recstream.evaluation.workers import WorkerProcess
 from recstream.models.encoder import TextEncoder
 from recstream.models.item_text import item_text
-from recstream.workers import WorkerProcess
 
 
 @pytest.fixture(scope="module")

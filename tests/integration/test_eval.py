@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from recstream.config.settings import Settings
-from recstream.evaluate import run_eval
+from recstream.evaluation.run import run_eval
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 from rs_harness import Topic, event, get_json, item
 
 from recstream.config.settings import Settings
-from recstream.workers import WorkerProcess
+from recstream.evaluation.workers import WorkerProcess
 
 T0 = 1_700_000_000.0
 

@@ -1,11 +1,12 @@
 """`recstream eval`: prequential evaluation of the live pipeline against in-process baselines.
 
 The data set (MovieLens or the synthetic generator) is replayed through real worker processes
-and the real broker (see `recstream.replay`); every published list is collected. Scoring follows
-`recstream.models.prequential`: a target (positive consumption) of a user is scored against the
-list reflecting exactly that user's previous event. Baselines (`recstream.models.baselines`) run
-in this process on the same event sequence with the same protocol: learn each event, and right
-after it predict for the user when their next event is a target.
+and the real broker (see `recstream.evaluation.replay`); every published list is collected.
+Scoring follows `recstream.evaluation.prequential`: a target (positive consumption) of a user is
+scored against the list reflecting exactly that user's previous event. Baselines
+(`recstream.evaluation.baselines`) run in this process on the same event sequence with the same
+protocol: learn each event, and right after it predict for the user when their next event is a
+target.
 
 Outputs in the chosen folder: metrics.json, report.md and PNG plots.
 """
@@ -29,10 +30,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from recstream.config.settings import Settings
-from recstream.models.baselines import DecayedPopularity, ItemKNNCoVisit, Recommender
-from recstream.models.errors import DatasetError, RecstreamError
-from recstream.models.metrics import percentiles
-from recstream.models.prequential import (
+from recstream.evaluation.baselines import DecayedPopularity, ItemKNNCoVisit, Recommender
+from recstream.evaluation.metrics import percentiles
+from recstream.evaluation.prequential import (
     ScoreCard,
     align,
     interest_from_top,
@@ -43,7 +43,8 @@ from recstream.models.prequential import (
     slice_index,
     total_variation,
 )
-from recstream.replay import PROBE_PREFIX, CollectedList, ReplayResult, replay
+from recstream.evaluation.replay import PROBE_PREFIX, CollectedList, ReplayResult, replay
+from recstream.models.errors import DatasetError, RecstreamError
 
 K = 10
 RECALL_K = 20
@@ -72,7 +73,7 @@ def load_data(dataset: str, limit: int | None, seed: int) -> EvalData:
     `limit` keeps the first `limit` events in time order; the catalogue is always whole.
     """
     if dataset == "synthetic":
-        from recstream.models.synthetic import SyntheticConfig, generate
+        from recstream.evaluation.synthetic import SyntheticConfig, generate
 
         data = generate(SyntheticConfig(seed=seed, **SYNTHETIC_DEFAULTS))  # type: ignore[arg-type]
         events = [dict(e) for e in data.events]
@@ -80,7 +81,7 @@ def load_data(dataset: str, limit: int | None, seed: int) -> EvalData:
             events = events[:limit]
         # Synthetic views are drawn from the user's interest exactly like clicks: positives.
         return EvalData("synthetic", [dict(i) for i in data.items], events, True, data)
-    from recstream.movielens import load_movielens
+    from recstream.evaluation.movielens import load_movielens
 
     path = Path(dataset)
     if not path.exists():
@@ -874,7 +875,7 @@ def run_eval(
     }
     skipped: dict[str, str] = {}
     if vectors:
-        from recstream.models.baselines import StaticEmbeddingSimilarity
+        from recstream.evaluation.baselines import StaticEmbeddingSimilarity
 
         models["static_embedding"] = StaticEmbeddingSimilarity(vectors)
     else:

@@ -1,4 +1,4 @@
-"""Tests for recstream.models.metrics: hand-computed cases and invariants."""
+"""Tests for recstream.evaluation.metrics: hand-computed cases and invariants."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recstream.models.errors import ValidationError
-from recstream.models.metrics import (
+from recstream.evaluation.metrics import (
     MetricAccumulator,
     catalog_coverage,
     hit_rate_at_k,
@@ -21,6 +20,7 @@ from recstream.models.metrics import (
     recall_at_k,
     reciprocal_rank,
 )
+from recstream.models.errors import ValidationError
 
 RANKED = ["a", "b", "c", "d", "e"]
 

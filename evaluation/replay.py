@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,12 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recstream.admin import delete_topics_with_prefix, ensure_topics
 from recstream.config.settings import Settings
+from recstream.evaluation.workers import WorkerProcess
 from recstream.models.errors import RecstreamError, ValidationError
-from recstream.produce import check_record, make_producer
+from recstream.streams.admin import delete_topics_with_prefix, ensure_topics
 from recstream.streams.codecs import Limits
-from recstream.workers import WorkerProcess
+from recstream.streams.producer import check_record, make_producer
 
 #: Lists are asked for at least this long, so that Recall@20 is meaningful.
 MIN_TOP_K = 20
@@ -405,6 +405,7 @@ def replay(
     catalog_timeout_s: float = 900.0,
     overrides: dict[str, Any] | None = None,
     embedding_cache: Path | None = None,
+    on_phase: Callable[[str, Settings], None] | None = None,
 ) -> ReplayResult:
     """Run the events through `workers` real worker processes; see the module docstring.
 
@@ -425,6 +426,10 @@ def replay(
         embedding_cache: a folder kept between runs: each worker's embedding cache starts as a
             copy of it, and the first worker's cache is copied back at the end. Only worker
             start-up (embedding the catalog) gets faster; the replay itself is unaffected.
+        on_phase: called as ``on_phase("ready", settings)`` once the workers are ready, right
+            before the first event is sent, and ``on_phase("stopped", settings)`` after the
+            workers stopped, before the run's topics are deleted (the pipeline bench reads the
+            topics' end offsets there). An error in the "stopped" call is printed, not raised.
 
     Raises:
         RecstreamError: a worker died or never became ready; ValidationError: an invalid record.
@@ -507,6 +512,8 @@ def replay(
                 )
         startup_s = time.monotonic() - started
         console.print(f"workers ready after {startup_s:.1f} s")
+        if on_phase is not None:
+            on_phase("ready", settings)
 
         sent_ts: dict[str, int] = {}
         collector.expect(event_ids)
@@ -591,6 +598,11 @@ def replay(
             w.stop()
         if procs:
             _keep_embedding_cache(work_dir / "workers" / "w0", embedding_cache)
+        if on_phase is not None:
+            try:
+                on_phase("stopped", settings)
+            except Exception as exc:
+                console.print(f"[yellow]on_phase('stopped') failed: {exc!r}[/yellow]")
         try:
             delete_topics_with_prefix(settings, tag)
         except Exception as exc:

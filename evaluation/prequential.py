@@ -26,8 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from recstream.models.errors import ValidationError
-from recstream.models.metrics import (
+from recstream.evaluation.metrics import (
     catalog_coverage,
     hit_rate_at_k,
     intra_list_diversity,
@@ -36,6 +35,7 @@ from recstream.models.metrics import (
     recall_at_k,
     reciprocal_rank,
 )
+from recstream.models.errors import ValidationError
 
 L = TypeVar("L")
 

@@ -1,4 +1,4 @@
-"""Tests for recstream.movielens: the shared latest-small copy and tiny written fixtures."""
+"""Tests for recstream.evaluation.movielens: the shared latest-small copy and tiny fixtures."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from recstream.evaluation.movielens import LATEST_SMALL, ML_100K, detect_layout, load_movielens
+from recstream.evaluation.synthetic import WireEvent, WireItem
 from recstream.models.errors import DatasetError, ValidationError
-from recstream.models.synthetic import WireEvent, WireItem
-from recstream.movielens import LATEST_SMALL, ML_100K, detect_layout, load_movielens
 
 ML_SMALL = Path("/work/shared/data/ml-latest-small")
 MLData = tuple[list[WireItem], list[WireEvent]]

@@ -1,4 +1,4 @@
-"""Tests for recstream.models.synthetic: determinism, wire format and ground-truth invariants."""
+"""Tests for recstream.evaluation.synthetic: determinism, wire format, ground-truth invariants."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recstream.models.errors import ValidationError
-from recstream.models.synthetic import (
+from recstream.evaluation.synthetic import (
     EVENT_TYPES,
     TOPIC_VOCABULARIES,
     SyntheticConfig,
@@ -20,6 +19,7 @@ from recstream.models.synthetic import (
     generate,
     iter_live,
 )
+from recstream.models.errors import ValidationError
 
 EVENT_KEYS = {"user_id", "item_id", "event_type", "ts", "value", "text", "event_id", "rec_id"}
 ITEM_KEYS = {"item_id", "title", "text", "categories", "attributes", "ts"}

@@ -1,4 +1,4 @@
-"""Prequential alignment and scoring (models/prequential.py) on hand-made cases."""
+"""Prequential alignment and scoring (evaluation/prequential.py) on hand-made cases."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recstream.models.errors import ValidationError
-from recstream.models.prequential import (
+from recstream.evaluation.prequential import (
     ScoreCard,
     align,
     interest_from_top,
@@ -22,6 +21,7 @@ from recstream.models.prequential import (
     slice_index,
     total_variation,
 )
+from recstream.models.errors import ValidationError
 
 
 def ev(user: str, eid: str, ts: float, item: str | None = "i1", etype: str = "click",

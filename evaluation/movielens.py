@@ -45,8 +45,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from recstream.evaluation.synthetic import WireEvent, WireItem
 from recstream.models.errors import DatasetError, ValidationError
-from recstream.models.synthetic import WireEvent, WireItem
 
 _log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Tests for recstream.models.baselines: one contract for every baseline, then each model."""
+"""Tests for recstream.evaluation.baselines: one contract for every baseline, then each model."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recstream.models.baselines import (
+from recstream.evaluation.baselines import (
     DecayedPopularity,
     ItemKNNCoVisit,
     Recommender,
     StaticEmbeddingSimilarity,
 )
+from recstream.evaluation.synthetic import SyntheticConfig, SyntheticDataset, generate
 from recstream.models.errors import ValidationError
-from recstream.models.synthetic import SyntheticConfig, SyntheticDataset, generate
 
 # More than 64 items, so the score tables must grow past their initial capacity.
 CFG = SyntheticConfig(n_items=150, n_users=12, n_topics=4, events_per_user=60, seed=11)
