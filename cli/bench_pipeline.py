@@ -27,7 +27,7 @@ from rich.console import Console
 from recstream.config.settings import Settings
 from recstream.evaluation.metrics import percentiles
 from recstream.evaluation.replay import replay
-from recstream.evaluation.run import machine_info
+from recstream.evaluation.report import machine_info
 from recstream.models.errors import ValidationError
 
 #: Throughput mode's flow-control window, per worker (see the module docstring).

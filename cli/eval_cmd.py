@@ -62,7 +62,9 @@ def eval_command(
 ) -> None:
     """Replay a data set through the pipeline (real broker, real workers) and score it
     prequentially against in-process baselines."""
-    from recstream.evaluation.run import SYSTEM_UNDER_TEST, run_eval
+    from recstream.agents.embedding import encoder_from_settings
+    from recstream.evaluation.run import run_eval
+    from recstream.evaluation.scoring import SYSTEM_UNDER_TEST
     from recstream.models.errors import RecstreamError
 
     settings = _settings()
@@ -78,6 +80,7 @@ def eval_command(
             rate=rate,
             max_in_flight=max_in_flight,
             fixed_weights=fixed_weights,
+            encoder_factory=encoder_from_settings,
         )
     except RecstreamError as exc:
         err.print(f"[red]error:[/red] {exc}")

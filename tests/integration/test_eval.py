@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from recstream.agents.embedding import encoder_from_settings
 from recstream.config.settings import Settings
 from recstream.evaluation.run import run_eval
 
@@ -37,7 +38,15 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
         log_level="info",
     )
     out = tmp_path / "eval"
-    run_eval(settings, str(ML_SMALL), out, limit=LIMIT, workers=1, console=Console(stderr=True))
+    run_eval(
+        settings,
+        str(ML_SMALL),
+        out,
+        limit=LIMIT,
+        workers=1,
+        console=Console(stderr=True),
+        encoder_factory=encoder_from_settings,
+    )
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"]["name"] == ML_SMALL.name

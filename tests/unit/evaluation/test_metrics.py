@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recstream.evaluation.metrics import (
-    MetricAccumulator,
     catalog_coverage,
     hit_rate_at_k,
     intra_list_diversity,
@@ -125,43 +124,3 @@ def test_metric_ranges(ranked: list[str], relevant: set[str], k: int) -> None:
         assert hit_rate_at_k(ranked, target, k) == (1.0 if target in ranked[:k] else 0.0)
         # With one relevant item, NDCG is positive exactly when it is a hit.
         assert (ndcg_at_k(ranked, {target}, k) > 0) == (hit_rate_at_k(ranked, target, k) == 1)
-
-
-def test_accumulator_overall_cold_and_slices() -> None:
-    acc = MetricAccumulator(k=3, catalog_size=10)
-    acc.update("u1", 0.0, ["a", "b", "c", "d"], "a", False)  # rank 1
-    acc.update("u2", 10.0, ["a", "b", "c"], "c", True)  # rank 3
-    acc.update("u1", 20.0, ["x", "y", "z"], "d", False)  # miss (d is beyond k in no list)
-    acc.update("u3", 40.0, ["a", "d", "e", "c"], "c", True)  # rank 4 > k: miss
-    assert len(acc) == 4
-    report = acc.report(n_slices=2)
-    assert report.overall.n == 4 and report.overall.n_users == 3
-    assert report.overall.hit_rate == pytest.approx(0.5)
-    assert report.overall.ndcg == pytest.approx((1.0 + 0.5) / 4)
-    assert report.overall.mrr == pytest.approx((1.0 + 1 / 3) / 4)
-    # Distinct items in the top-3 lists: a b c x y z d e -> 8 of 10.
-    assert report.overall.coverage == pytest.approx(0.8)
-    assert report.cold_start.n == 2 and report.cold_start.hit_rate == pytest.approx(0.5)
-    assert report.warm.n == 2 and report.warm.mrr == pytest.approx(0.5)
-    first, second = report.slices
-    assert (first.start_ts, first.end_ts, second.end_ts) == (0.0, 20.0, 40.0)
-    assert first.summary.n == 2  # ts 0 and 10
-    assert second.summary.n == 2  # ts 20 (the edge) and 40 (the end, included)
-    assert report.to_dict()["k"] == 3
-
-
-def test_accumulator_empty_and_validation() -> None:
-    acc = MetricAccumulator(k=5)
-    report = acc.report(n_slices=4)
-    assert report.overall.n == 0 and math.isnan(report.overall.hit_rate)
-    assert report.overall.coverage is None and report.slices == []
-    acc.update("u", 5.0, ["a"], "a", False)
-    single = acc.report(n_slices=3)
-    assert [s.summary.n for s in single.slices] == [1, 0, 0]
-    assert math.isnan(single.slices[1].summary.ndcg)
-    with pytest.raises(ValidationError):
-        MetricAccumulator(k=0)
-    with pytest.raises(ValidationError):
-        acc.report(n_slices=0)
-    with pytest.raises(ValidationError):
-        acc.update("u", math.nan, ["a"], "a", False)

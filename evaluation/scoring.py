@@ -1,0 +1,315 @@
+"""Prequential scoring of an evaluation: the pipeline's published lists, the in-process
+baselines on the same event sequence with the same protocol, and the synthetic ground-truth
+extras (interest-estimate distance, recovery after abrupt switches)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+from recstream.config.settings import Settings
+from recstream.evaluation.baselines import Recommender
+from recstream.evaluation.data import EvalData
+from recstream.evaluation.prequential import (
+    ScoreCard,
+    align,
+    interest_from_top,
+    is_target,
+    prediction_points,
+    recovery_after_switch,
+    slice_index,
+    total_variation,
+)
+from recstream.evaluation.replay import PROBE_PREFIX, CollectedList
+
+K = 10
+RECALL_K = 20
+N_SLICES = 10
+SYSTEM_UNDER_TEST = "recstream"
+
+
+def _consumed_rule(settings: Settings) -> tuple[frozenset[str], int]:
+    """What the worker excludes from a user's lists: items of recent non-search events."""
+    from recstream.models.interest_state import DEFAULT_CONSUMED_EVENT_TYPES
+
+    return frozenset(DEFAULT_CONSUMED_EVENT_TYPES), settings.max_consumed
+
+
+def run_baselines(
+    events: Sequence[Mapping[str, Any]],
+    models: Mapping[str, Recommender],
+    target: Callable[[Mapping[str, Any]], bool],
+    *,
+    settings: Settings,
+    item_users: Mapping[str, int],
+    n_users: int,
+    vectors: Mapping[str, np.ndarray] | None,
+    console: Console,
+) -> tuple[dict[str, ScoreCard], dict[str, ScoreCard]]:
+    """Prequential scores (warm, cold start) of in-process baselines on `events`.
+
+    Same protocol as the pipeline: the prediction scored for a target is computed right after
+    the user's previous event was learned; items are excluded like the worker excludes them
+    (the user's last `max_consumed` non-search items). A user's first event, when a target, is
+    scored separately (cold start) with the model's prediction just before learning it.
+    """
+    consumed_types, max_consumed = _consumed_rule(settings)
+    points = prediction_points(events, target)
+    warm = {name: ScoreCard(K, RECALL_K) for name in models}
+    cold = {name: ScoreCard(K, RECALL_K) for name in models}
+    pending: dict[str, dict[str, list[str]]] = {name: {} for name in models}
+    consumed: dict[str, dict[str, None]] = defaultdict(dict)
+    seen_users: set[str] = set()
+
+    def score(card: ScoreCard, ranked: list[str] | None, event: Mapping[str, Any]) -> None:
+        """Score one target event against `ranked` (None: no prediction was stored)."""
+        card.add(
+            str(event["user_id"]), float(event["ts"]), ranked, str(event["item_id"]),
+            item_users=item_users, n_users=n_users, vectors=vectors,
+            case_id=str(event["event_id"]),
+        )  # fmt: skip
+
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task("baselines", total=len(events))
+        for i, event in enumerate(events):
+            user, ts = str(event["user_id"]), float(event["ts"])
+            item = event.get("item_id")
+            if target(event):
+                assert item is not None
+                if user in seen_users:
+                    for name in models:
+                        score(warm[name], pending[name].pop(user, None), event)
+                else:
+                    for name, model in models.items():
+                        score(cold[name], model.predict_one(user, ts, RECALL_K, exclude=()), event)
+            for model in models.values():
+                model.learn_one(event)
+            seen_users.add(user)
+            if item is not None and event.get("event_type") in consumed_types:
+                window = consumed[user]
+                window.pop(item, None)  # re-insert: the most recent goes last
+                window[item] = None
+                if len(window) > max_consumed:
+                    del window[next(iter(window))]
+            if points[i]:
+                exclude = frozenset(consumed[user])
+                for name, model in models.items():
+                    pending[name][user] = model.predict_one(user, ts, RECALL_K, exclude=exclude)
+            if i % 500 == 499:
+                progress.update(task, completed=i + 1)
+        progress.update(task, completed=len(events))
+    return warm, cold
+
+
+def score_pipeline(
+    events: Sequence[Mapping[str, Any]],
+    lists: Sequence[CollectedList],
+    target: Callable[[Mapping[str, Any]], bool],
+    *,
+    item_users: Mapping[str, int],
+    n_users: int,
+    vectors: Mapping[str, np.ndarray] | None,
+) -> tuple[ScoreCard, int]:
+    """(warm-start scores of the published lists, number of cold-start targets)."""
+    card = ScoreCard(K, RECALL_K)
+    cold = 0
+    for case in align(events, lists, key=lambda r: (r.user_id, r.event_id)):
+        event = case.event
+        if not target(event):
+            continue
+        if case.cold_start:
+            cold += 1
+            continue
+        ranked = None if case.prediction is None else list(case.prediction.items)
+        card.add(
+            str(event["user_id"]),
+            float(event["ts"]),
+            ranked,
+            str(event["item_id"]),
+            item_users=item_users,
+            n_users=n_users,
+            vectors=vectors,
+            case_id=str(event["event_id"]),
+        )
+    return card, cold
+
+
+# --- synthetic extras --------------------------------------------------------------------------
+def _switch_offsets(
+    events: Sequence[Mapping[str, Any]], switch_times: Mapping[str, float]
+) -> dict[str, int | None]:
+    """event_id → for users who switch: None before the switch, else the user's events at or
+    after the switch time that came before this one (0: the first event after the switch)."""
+    out: dict[str, int | None] = {}
+    after: Counter[str] = Counter()
+    for e in events:
+        user = str(e["user_id"])
+        tau = switch_times.get(user)
+        if tau is None:
+            continue
+        if float(e["ts"]) < tau:
+            out[str(e["event_id"])] = None
+        else:
+            out[str(e["event_id"])] = after[user]
+            after[user] += 1
+    return out
+
+
+#: One list scored against the synthetic truth: (user, as_of ts, TV of the list's estimate, TV
+#: of the uniform guess, TV of the counts reference, events since the user's switch or None).
+TVRow = tuple[str, float, float, float, float, int | None]
+
+
+def synthetic_extras(
+    data: EvalData,
+    lists: Sequence[CollectedList],
+    cards: Mapping[str, ScoreCard],
+    edges: Sequence[float],
+) -> dict[str, Any]:
+    """Interest-estimate distance to the truth, and recovery after abrupt switches.
+
+    TV distance: for every list of a dataset user with `top_interests`, the estimate is the
+    listed shares with the rest spread evenly over the unlisted topics
+    (`interest_from_top`), compared with `true_interest(user, as_of.ts)`. Two references on the
+    same lists: `uniform` (no knowledge) and `counts` (shares of topics among the user's positive
+    events so far, truncated to the same number of categories as the list).
+    Recovery: `recovery_after_switch` over the cases of users with an abrupt switch, for every
+    system, with rolling windows of 10 events and an 80% threshold.
+    """
+    ds = data.synthetic
+    offsets = _switch_offsets(data.events, ds.switch_times)
+    rows, skipped = _tv_rows(data, lists, offsets)
+    return {
+        "interest_tv": _interest_tv(rows, skipped, edges, ds.switch_times),
+        "switch_users": len(ds.switch_times),
+        "recovery": _recovery(cards, offsets),
+        "_rows": rows,  # for the plots; dropped before writing metrics.json
+    }
+
+
+def _counts_reference(data: EvalData) -> dict[str, list[tuple[str, float]]]:
+    """event_id → topic shares among the user's positive events up to and including it (the
+    reference estimator from counts, evaluated at every event; lists are matched by event id)."""
+    item_topic = data.synthetic.item_topic
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    counts_at: dict[str, list[tuple[str, float]]] = {}
+    for e in data.events:
+        user = str(e["user_id"])
+        item = e.get("item_id")
+        if item is not None and is_target(e, views_are_targets=True):
+            counts[user][item_topic[item]] += 1
+        c = counts[user]
+        total = sum(c.values())
+        counts_at[str(e["event_id"])] = (
+            [(t, n / total) for t, n in c.most_common()] if total else []
+        )
+    return counts_at
+
+
+def _tv_rows(
+    data: EvalData, lists: Sequence[CollectedList], offsets: Mapping[str, int | None]
+) -> tuple[list[TVRow], int]:
+    """(one row per event's first list with interests, lists without interests)."""
+    ds = data.synthetic
+    topics = list(ds.topics)
+    uniform = np.full(len(topics), 1.0 / len(topics))
+    counts_at = _counts_reference(data)
+    rows: list[TVRow] = []
+    seen: set[str] = set()
+    skipped = 0
+    for rec in lists:
+        if rec.event_id in seen or rec.user_id.startswith(PROBE_PREFIX):
+            continue
+        seen.add(rec.event_id)
+        estimate = interest_from_top(rec.top_interests, topics)
+        if estimate is None:
+            skipped += 1
+            continue
+        truth = ds.true_interest(rec.user_id, rec.as_of_ts)
+        n_top = len(rec.top_interests)
+        reference = interest_from_top(counts_at.get(rec.event_id, [])[:n_top], topics)
+        rows.append(
+            (
+                rec.user_id,
+                rec.as_of_ts,
+                total_variation(estimate, truth),
+                total_variation(uniform, truth),
+                total_variation(reference, truth) if reference is not None else math.nan,
+                offsets.get(rec.event_id),
+            )
+        )
+    return rows, skipped
+
+
+def _interest_tv(
+    rows: Sequence[TVRow],
+    skipped: int,
+    edges: Sequence[float],
+    switch_times: Mapping[str, float],
+) -> dict[str, Any]:
+    """Mean TV distances overall, per time slice, and for switching users by events since."""
+    tv = np.asarray([r[2] for r in rows])
+    tv_uniform = np.asarray([r[3] for r in rows])
+    tv_counts = np.asarray([r[4] for r in rows])
+    ts = np.asarray([r[1] for r in rows])
+    which = slice_index(ts, edges) if len(ts) else np.asarray([], dtype=int)
+    by_slice = [
+        {
+            "start_ts": edges[i],
+            "end_ts": edges[i + 1],
+            "n": int((which == i).sum()),
+            "tv": mean_finite(tv[which == i]),
+            "tv_counts": mean_finite(tv_counts[which == i]),
+        }
+        for i in range(len(edges) - 1)
+    ]
+    switch_rows = [r for r in rows if r[0] in switch_times]
+    tv_by_offset: dict[str, list[float]] = defaultdict(list)
+    for r in switch_rows:
+        key = "pre" if r[5] is None else str(min(int(r[5]) // 10 * 10, 50))
+        tv_by_offset[key].append(r[2])
+    return {
+        "lists": len(rows),
+        "lists_without_interests": skipped,
+        "mean": mean_finite(tv),
+        "mean_uniform_reference": mean_finite(tv_uniform),
+        "mean_counts_reference": mean_finite(tv_counts),
+        "by_slice": by_slice,
+        "switch_users_by_offset": {
+            k: {"mean": mean_finite(np.asarray(v)), "n": len(v)}
+            for k, v in sorted(tv_by_offset.items(), key=lambda kv: (kv[0] != "pre", kv[0]))
+        },
+    }
+
+
+def _recovery(cards: Mapping[str, ScoreCard], offsets: Mapping[str, int | None]) -> dict[str, Any]:
+    """Per system: HR before an abrupt switch, the dip after it, and events to recover 80%."""
+    recovery: dict[str, Any] = {}
+    for name, card in cards.items():
+        cases = [
+            (offsets[cid], hit)
+            for cid, hit in zip(card.ids, card.hit, strict=True)
+            if cid in offsets
+        ]
+        rec_ = recovery_after_switch(cases, window=10, fraction=0.8)
+        recovery[name] = {
+            "pre_switch_hr@10": rec_.pre_hr,
+            "post_switch_dip_hr@10": rec_.dip_hr,
+            "events_to_recover_80pct": rec_.recovery_events,
+            "pre_switch_cases": sum(1 for o, _ in cases if o is None),
+            "post_switch_cases": sum(1 for o, _ in cases if o is not None),
+            "curve": [{"offset": o, "hr@10": h, "n": n} for o, h, n in rec_.curve],
+        }
+    return recovery
+
+
+def mean_finite(values: np.ndarray) -> float:
+    """Mean of the finite values; NaN when there are none."""
+    values = values[np.isfinite(values)] if values.size else values
+    return float(values.mean()) if values.size else math.nan
