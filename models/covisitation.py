@@ -133,10 +133,15 @@ class CoVisitNeighbours:
         """
         if not isinstance(neighbour_id, str) or not neighbour_id:
             raise ValidationError(f"neighbour_id must be a non-empty str: {neighbour_id!r}")
+        self.add_log_mass(neighbour_id, decay.log_term(weight, ts, self._rate))
+
+    def add_log_mass(self, neighbour_id: str, term: float) -> None:
+        """Add a pre-aggregated log-term (decay.log_term, or a log-sum of several) to a
+        neighbour, then drop the weakest beyond capacity (as `update`)."""
+        if not isinstance(neighbour_id, str) or not neighbour_id:
+            raise ValidationError(f"neighbour_id must be a non-empty str: {neighbour_id!r}")
         masses = self._masses
-        masses[neighbour_id] = decay.update(
-            masses.get(neighbour_id, decay.EMPTY), weight, ts, self._rate
-        )
+        masses[neighbour_id] = decay.logaddexp(masses.get(neighbour_id, decay.EMPTY), term)
         if len(masses) > self._capacity:
             # The last in serving order goes: smallest mass, and among equals the largest id.
             victim = max(masses.items(), key=_strongest_first)[0]

@@ -30,14 +30,15 @@ class CategoryArm:
     """One category's Beta posterior and its exploration candidates.
 
     ``alpha``, ``beta`` > 0: Beta posterior parameters (prior + successes, prior + failures).
-    ``item_ids``: candidate items of this category, in the order they should be tried
+    ``item_ids``: candidate items of this category, in the order they should be tried (any
+    sequence: a lazy one is only read for the arms a draw picks)
     (e.g. most popular first).
     """
 
     category: str
     alpha: float
     beta: float
-    item_ids: tuple[str, ...]
+    item_ids: Sequence[str]
 
     def __post_init__(self) -> None:
         for name, value in (("alpha", self.alpha), ("beta", self.beta)):

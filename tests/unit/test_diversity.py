@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from recstream.models.diversity import intra_list_diversity, mmr, mmr_indices
+from recstream.models.diversity import intra_list_diversity, mmr, mmr_indices, mmr_select
 from recstream.models.errors import ValidationError
 
 FAST = settings(max_examples=50, deadline=None)
@@ -115,3 +115,74 @@ def test_intra_list_diversity_known_values() -> None:
     assert intra_list_diversity(np.array([[1.0, 0.0], [0.0, 1.0]])) == pytest.approx(1.0)
     assert intra_list_diversity(np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(2.0)
     assert intra_list_diversity(np.zeros((1, 3))) == 0.0
+
+
+# --- mmr_select: MMR over a precomputed similarity matrix (the engine's hot path) ----------
+
+
+def unit_rows(vectors: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def gemv_similarities(vectors: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Row j is v @ v[j], the very values mmr_indices computes, so only the selection logic
+    differs between the two (a matrix product may round differently: see mmr_select)."""
+    v = unit_rows(vectors)
+    return np.array([v @ v[j] for j in range(v.shape[0])]).reshape(v.shape[0], v.shape[0])
+
+
+@FAST
+@given(mmr_cases(), st.sampled_from([0.0, 0.3, 0.5, 0.7, 0.8, 1.0]))
+def test_mmr_select_matches_mmr_indices(
+    case: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int], lam: float
+) -> None:
+    relevance, vectors, k = case
+    picks = mmr_select(relevance, gemv_similarities(vectors), k, lam)
+    assert picks == mmr_indices(relevance, vectors, k, lam)
+    assert len(set(picks)) == len(picks) == min(k, relevance.size)
+
+
+@FAST
+@given(
+    st.integers(1, 12).flatmap(
+        lambda n: st.tuples(
+            arrays(np.float64, n, elements=st.sampled_from([0.0, 0.5, 1.0])),
+            # Coarse directions: many exactly equal similarities, so the tie rules decide.
+            arrays(np.float64, (n, 2), elements=st.sampled_from([-1.0, 0.0, 1.0])),
+        )
+    ),
+    st.sampled_from([0.0, 0.5, 1.0]),
+)
+def test_mmr_select_ties_resolve_like_mmr_indices(
+    case: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]], lam: float
+) -> None:
+    relevance, vectors = case
+    n = relevance.size
+    assert mmr_select(relevance, gemv_similarities(vectors), n, lam) == mmr_indices(
+        relevance, vectors, n, lam
+    )
+
+
+def test_mmr_select_on_engine_shaped_input() -> None:
+    """float32 unit vectors and their Gram matrix, as the engine passes them."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n = int(rng.integers(2, 40))
+        vecs = rng.normal(size=(n, 16)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        rel = rng.random(n)
+        sims = (vecs @ vecs.T).astype(np.float64)
+        for lam in (0.5, 0.8):
+            assert mmr_select(rel, sims, 10, lam) == mmr_indices(rel, vecs, 10, lam)
+
+
+def test_mmr_select_edge_cases() -> None:
+    sims = np.eye(3)
+    assert mmr_select([0.1, 0.9, 0.5], sims, 0, 0.5) == []
+    assert mmr_select([0.1, 0.9, 0.5], sims, 10, 1.0) == [1, 2, 0]  # k > n: every item
+    assert mmr_select([], np.zeros((0, 0)), 3, 0.5) == []
+    # Two near-duplicates on top: novelty pulls the different item up to second place.
+    dup = np.array([[1.0, 0.99, 0.0], [0.99, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert mmr_select([1.0, 0.95, 0.6], dup, 2, 0.5) == [0, 2]
+    assert mmr_select([1.0, 0.95, 0.6], dup, 2, 1.0) == [0, 1]

@@ -1,0 +1,647 @@
+"""The recommender engine: batches of events in, new user states, shared deltas and lists out.
+
+Two verbs, in the river/bytewax spirit, with every input a value passed in:
+
+- ``apply(states, events)`` folds a batch of decoded events, in order, into the users' states
+  (interest vectors, Bayesian category evidence, windowed counts, recent items), collects the
+  shared statistics the batch teaches (popularity and co-visitation terms, per shard) and
+  snapshots each user after each event: a ranking request that reflects exactly that user's
+  events up to it.
+- ``rank(applied)`` ranks every request of the batch at once (one matrix product of all the
+  requests' interest vectors against the catalogue, then per request candidates, six signals,
+  fusion, MMR and exploration) and, walking the requests in event order, applies feedback:
+  ``w ← Π(w + η·(d − μ)/‖d − μ‖)`` with d the consumed item's signals in the list the user was
+  served (the previous request's list, within the batch too) and μ that list's mean.
+
+Shared statistics (popularity, co-visitation, global weights) are frozen during a batch and
+change only when deltas are applied (`SharedStats.apply`), in every runner alike. The engine
+reads no settings and no clock; exploration is seeded per (user, event).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from recstream.models import decay
+from recstream.models.batch_signals import (
+    BatchContext,
+    SignalInputs,
+    candidate_pool,
+    covisit_scores,
+    raw_signals,
+    segment_bounds,
+    semantic_scores,
+    top_rows,
+)
+from recstream.models.catalog import Catalog
+from recstream.models.covisitation import pair_increments
+from recstream.models.diversity import mmr_select
+from recstream.models.errors import RecstreamError
+from recstream.models.exploration import CategoryArm, allocate_exploration
+from recstream.models.fusion import RankedItem, fuse
+from recstream.models.interest_posterior import category_evidence_from_text
+from recstream.models.interest_state import InterestEvent, InterestParams
+from recstream.models.ranker import normalise_with
+from recstream.models.shared_stats import SharedDelta, SharedStats
+from recstream.models.signals import DEFAULT_SIGNALS
+from recstream.models.user_record import ServedList, UserRecord
+from recstream.models.weights import EtaSchedule, WeightState, feedback_sign
+
+SIGNAL_NAMES: tuple[str, ...] = DEFAULT_SIGNALS.names
+FUSED = "fused"
+POPULARITY = "popularity"
+ListPolicy = Literal["every", "last", "none"]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Hyperparameters (half-lives and windows in event-time seconds)."""
+
+    interest: InterestParams = field(default_factory=InterestParams)
+    ranker: Literal["fused", "popularity"] = FUSED
+    k: int = 10
+    candidates_per_source: int = 50
+    mmr_trade_off: float = 0.8
+    mmr_pool: int = 3
+    exploration_share: float = 0.1
+    arm_items: int = 20
+    posterior_alpha0: float = 1.0
+    eta: float = 0.05
+    eta_global: float = 0.01
+    eta_tau: float | None = None
+    weight_shrinkage: float = 10.0
+    covisit_window_s: float = 6 * 3600.0
+    covisit_half_life_s: float = 30 * 86_400.0
+    covisit_neighbours: int = 30
+    covisit_recent: int = 5
+    popularity_half_life_s: float = 7 * 86_400.0
+    freshness_half_life_s: float = 30 * 86_400.0
+    window_short_s: float = 3600.0
+    window_short_step_s: float = 1800.0
+    window_long_s: float = 86_400.0
+    window_long_step_s: float = 6 * 3600.0
+    served_kept: int = 3
+
+    def shared_stats(self) -> SharedStats:
+        """An empty replica of the shared statistics with these hyperparameters."""
+        return SharedStats(
+            len(SIGNAL_NAMES),
+            popularity_half_life_s=self.popularity_half_life_s,
+            covisit_half_life_s=self.covisit_half_life_s,
+            covisit_capacity=self.covisit_neighbours,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded, validated event. ``shard``: which shard's statistics it teaches (the Kafka
+    partition of its user); ``text_vec``: the embedded text of a search, if any."""
+
+    user_id: str
+    event_id: str
+    event_type: str
+    ts: float
+    item_id: str | None = None
+    value: float | None = None
+    rec_id: str | None = None
+    text_vec: npt.NDArray[np.float32] | None = None
+    shard: int = 0
+
+
+@dataclass
+class Request:
+    """A user's snapshot after event `event_id`, to be ranked. ``feedback``: (item, sign,
+    rec_id) of that event; ``probe``: an item whose signals this snapshot must also give (the
+    user's next event is feedback on it)."""
+
+    user_id: str
+    event_id: str | None
+    shard: int
+    inputs: SignalInputs
+    evidence: dict[str, float]
+    publish: bool
+    feedback: tuple[str, int, str | None] | None = None
+    probe: str | None = None
+
+
+@dataclass
+class RecList:
+    """A published list. Per item, contributions add up to the score."""
+
+    user_id: str
+    rec_id: str
+    as_of_event_id: str | None
+    as_of_ts: float
+    ranker: str
+    items: list[RankedItem]
+    weights: dict[str, float]
+    top_interests: list[dict[str, float | str]]
+    bounds: dict[str, list[float]] | None
+
+    def to_dict(self, titles: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The wire shape of a list (streams/records.py Recommendation), without `ts`."""
+        return {
+            "user_id": self.user_id,
+            "rec_id": self.rec_id,
+            "ranker": self.ranker,
+            "as_of": {"event_id": self.as_of_event_id, "ts": self.as_of_ts},
+            "items": [
+                {
+                    "item_id": r.item_id,
+                    "score": r.score,
+                    "title": (titles or {}).get(r.item_id) or None,
+                    "contributions": r.contributions,
+                    "signals": r.signals or None,
+                }
+                for r in self.items
+            ],
+            "weights": self.weights,
+            "top_interests": self.top_interests,
+            "signal_bounds": self.bounds,
+        }
+
+
+@dataclass
+class Applied:
+    """What `apply` returns: every user it touched, the requests in event order, one delta
+    per shard, the ids of duplicates skipped and (event_id, reason) of events refused."""
+
+    states: dict[str, UserRecord] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    deltas: dict[int, SharedDelta] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    applied: int = 0
+
+    def delta(self, shard: int) -> SharedDelta:
+        if shard not in self.deltas:
+            self.deltas[shard] = SharedDelta(shard)
+        return self.deltas[shard]
+
+
+def rec_id_for(user_id: str, event_id: str | None) -> str:
+    """A deterministic list id per (user, as-of event): a replay re-sends the same id."""
+    return hashlib.blake2b(f"{user_id}\x00{event_id}".encode(), digest_size=16).hexdigest()
+
+
+def rec_seed(user_id: str, event_id: str | None) -> int:
+    """A deterministic exploration seed per (user, event): replays serve the same list."""
+    return zlib.crc32(f"{user_id}\x00{event_id}".encode())
+
+
+class Recommender:
+    """The engine over one catalogue and one replica of the shared statistics."""
+
+    def __init__(self, params: EngineParams, catalog: Catalog, shared: SharedStats) -> None:
+        self.params = params
+        self.catalog = catalog
+        self.shared = shared
+        self.eta = EtaSchedule(params.eta, params.eta_tau)
+        self.eta_global = EtaSchedule(params.eta_global, params.eta_tau)
+        self.pop_rate = decay.decay_rate(params.popularity_half_life_s)
+        self.fresh_rate = decay.decay_rate(params.freshness_half_life_s)
+        self.covisit_rate = decay.decay_rate(params.covisit_half_life_s)
+        self._centroids: tuple[int, list[str], npt.NDArray[np.float32] | None] | None = None
+
+    def new_state(self) -> UserRecord:
+        return UserRecord.new(self.params.interest, len(SIGNAL_NAMES))
+
+    # --- apply ---------------------------------------------------------------------------------
+    def apply(
+        self,
+        states: Mapping[str, UserRecord | None],
+        events: Sequence[Event],
+        lists: ListPolicy = "every",
+    ) -> Applied:
+        """Fold `events` (in order) into the users' states; snapshot each user after each.
+
+        `states` are taken over (updated in place and returned in `Applied.states`). lists:
+        "every" publishes a list after every applied event, "last" one per user (after its last
+        event in the batch), "none" only learns. A duplicate event (id already applied)
+        changes nothing; an event the state refuses (RecstreamError) is reported in
+        `rejected` and changes nothing.
+        """
+        out = Applied()
+        last: dict[str, Request] = {}
+        consumed: dict[str, list[int]] = {}
+        prior = self._category_prior()
+        for ev in events:
+            rec = out.states.get(ev.user_id) or states.get(ev.user_id) or self.new_state()
+            if rec.interest.has_seen(ev.event_id):
+                out.duplicates.append(ev.event_id)
+                continue
+            if ev.user_id not in out.states:
+                out.states[ev.user_id] = rec
+                consumed[ev.user_id] = self._consumed_rows(rec)
+            sign = self._sign(ev)
+            if sign and ev.item_id and ev.user_id not in last:
+                # The first event of the batch is feedback: its item needs signals as of the
+                # state before the batch (a snapshot that publishes nothing).
+                pre = self._snapshot(ev.user_id, rec, None, ev.shard, consumed, prior)
+                pre.publish = False
+                out.requests.append(pre)
+                last[ev.user_id] = pre
+            try:
+                self._learn(rec, ev, out.delta(ev.shard), consumed[ev.user_id])
+            except RecstreamError as exc:
+                out.rejected.append((ev.event_id, str(exc)))
+                continue
+            out.applied += 1
+            if sign and ev.item_id:
+                last[ev.user_id].probe = ev.item_id
+            req = self._snapshot(ev.user_id, rec, ev.event_id, ev.shard, consumed, prior)
+            req.publish = lists == "every"
+            req.feedback = (ev.item_id, sign, ev.rec_id) if sign and ev.item_id else None
+            out.requests.append(req)
+            last[ev.user_id] = req
+        if lists == "last":
+            for req in last.values():
+                req.publish = req.event_id is not None
+        return out
+
+    @staticmethod
+    def _sign(ev: Event) -> int:
+        """Feedback sign of an event on an item; 0 for events that carry none (a search that
+        names an item) or that the state will refuse (reported by `_learn`)."""
+        if ev.item_id is None:
+            return 0
+        try:
+            return feedback_sign(ev.event_type, ev.value)
+        except RecstreamError:
+            return 0
+
+    def _learn(self, rec: UserRecord, ev: Event, delta: SharedDelta, consumed: list[int]) -> None:
+        p = self.params
+        row = self.catalog.row_of.get(ev.item_id) if ev.item_id else None
+        item_vec = None if row is None else self.catalog.vector(ev.item_id or "")
+        cats = () if row is None else self.catalog.categories[row]
+        rec.interest.update(
+            InterestEvent(ev.event_id, ev.event_type, ev.ts, ev.item_id, ev.value),
+            item_vec=item_vec,
+            categories=cats,
+            text_vec=ev.text_vec,
+            text_categories=self._text_categories(ev.text_vec),
+        )
+        if row is not None and ev.event_type in p.interest.consumed_event_types:
+            consumed.append(row)
+        weight = p.interest.weight_of(ev.event_type, ev.value)
+        if ev.item_id is not None and weight > 0:
+            for inc in pair_increments(
+                rec.recent,
+                ev.item_id,
+                ev.ts,
+                window_s=p.covisit_window_s,
+                gap_half_life_s=p.covisit_window_s / 2,
+            ):
+                term = decay.log_term(inc.weight, inc.ts, self.covisit_rate)
+                delta.add_pair(inc.item_id, inc.neighbour_id, term)
+            delta.add_popularity(ev.item_id, decay.log_term(weight, ev.ts, self.pop_rate))
+            recent = [(i, t) for i, t in rec.recent if i != ev.item_id]
+            rec.recent = [*recent, (ev.item_id, ev.ts)][-p.covisit_recent :]
+        if weight > 0 and cats:
+            rec.window_short.add(ev.ts, cats, p.window_short_s, p.window_short_step_s)
+            rec.window_long.add(ev.ts, cats, p.window_long_s, p.window_long_step_s)
+
+    def _snapshot(
+        self,
+        user_id: str,
+        rec: UserRecord,
+        event_id: str | None,
+        shard: int,
+        consumed: Mapping[str, list[int]],
+        prior: Mapping[str, float],
+    ) -> Request:
+        st = rec.interest
+        at = st.last_ts if st.event_count else 0.0
+        evidence = st.evidence(at) if st.event_count else {}
+        total = self.params.posterior_alpha0 + sum(evidence.get(c, 0.0) for c in prior)
+        mean = {
+            c: (self.params.posterior_alpha0 * pi + evidence.get(c, 0.0)) / total
+            for c, pi in prior.items()
+        }
+        zero = np.zeros(st.dim, dtype=np.float32)
+        inputs = SignalInputs(
+            short=st.score_vector("short", at) if st.event_count else zero,
+            long=st.score_vector("long", at) if st.event_count else zero,
+            at_ts=at,
+            recent=tuple(rec.recent),
+            exclude=np.unique(np.asarray(consumed[user_id], dtype=np.int64)),
+            category_mean=mean,
+        )
+        return Request(user_id, event_id, shard, inputs, evidence, publish=False)
+
+    def _consumed_rows(self, rec: UserRecord) -> list[int]:
+        get = self.catalog.row_of_key.get
+        rows = (get(int(k)) for k in rec.interest.consumed_keys())
+        return [r for r in rows if r is not None]
+
+    def _category_prior(self) -> dict[str, float]:
+        """category → share of catalogue items (the Dirichlet prior's base measure)."""
+        sizes = {c: len(rows) for c, rows in self.catalog.category_rows().items()}
+        total = sum(sizes.values())
+        return {c: n / total for c, n in sorted(sizes.items())} if total else {}
+
+    def _text_categories(self, text_vec: npt.NDArray[np.float32] | None) -> dict[str, float] | None:
+        if text_vec is None:
+            return None
+        labels, matrix = self._category_centroids()
+        if matrix is None:
+            return None
+        shares = category_evidence_from_text(text_vec, matrix)
+        return dict(zip(labels, (float(x) for x in shares), strict=True))
+
+    def _category_centroids(self) -> tuple[list[str], npt.NDArray[np.float32] | None]:
+        """Mean item vector per category (unit rows), recomputed when the catalogue changes."""
+        cat = self.catalog
+        if self._centroids is None or self._centroids[0] != cat.version:
+            labels, rows = [], []
+            for c, members in sorted(cat.category_rows().items()):
+                idx = np.asarray(members, dtype=np.int64)
+                idx = idx[cat.has_vector[idx]]
+                mean = cat.vectors[idx].mean(axis=0) if idx.size else None
+                if mean is not None and float(np.linalg.norm(mean)) > 0:
+                    labels.append(c)
+                    rows.append(mean / np.linalg.norm(mean))
+            matrix = np.vstack(rows).astype(np.float32) if rows else None
+            self._centroids = (cat.version, labels, matrix)
+        return self._centroids[1], self._centroids[2]
+
+    # --- rank ----------------------------------------------------------------------------------
+    def rank(self, applied: Applied) -> list[RecList]:
+        """Lists for the published requests of `applied`, in event order; feedback moves the
+        users' weights (and each shard's global copy, carried in that shard's delta)."""
+        reqs = applied.requests
+        if not reqs:
+            return []
+        sig = self._batch_signals(reqs)
+        own: dict[int, WeightState] = {}
+        probes: dict[str, tuple[str, npt.NDArray[np.float64]]] = {}
+        arms = self._arm_order(sig.ctx) if self.params.exploration_share > 0 else None
+        lists: list[RecList] = []
+        for i, req in enumerate(reqs):
+            rec = applied.states[req.user_id]
+            if req.feedback is not None:
+                self._feedback(rec, req, probes.pop(req.user_id, None), own)
+            if req.probe is not None and i in sig.probe_at:
+                probes[req.user_id] = (req.probe, sig.probe_raw[sig.probe_at[i]])
+            if req.publish:
+                lists.append(self._rank_one(req, rec, sig, i, own, arms))
+        for shard, w in own.items():
+            applied.delta(shard).weights = w.weights.tolist()
+        return lists
+
+    def _batch_signals(self, reqs: Sequence[Request]) -> BatchSignals:
+        """Candidates and signals of every request at once (weights do not enter here)."""
+        p = self.params
+        ctx = BatchContext.build(self.catalog, self.shared, 2 * p.candidates_per_source)
+        publish = [i for i, r in enumerate(reqs) if r.publish]
+        sem = semantic_scores(self.catalog, [reqs[i].inputs for i in publish])
+        covs = [
+            covisit_scores(self.shared, self.catalog, r.inputs.recent, r.inputs.at_ts)
+            if (r.publish or r.probe) and p.ranker == FUSED
+            else {}
+            for r in reqs
+        ]
+        pools = [np.zeros(0, dtype=np.int64)] * len(reqs)
+        sem_rows: dict[int, npt.NDArray[np.float32]] = {}
+        for j, i in enumerate(publish):
+            sem_rows[i] = sem[j]
+            if p.ranker == FUSED:
+                pools[i] = candidate_pool(sem[j], covs[i], ctx, p.candidates_per_source)
+        probe_at: dict[int, int] = {}
+        probe_rows: list[int] = []
+        for i, r in enumerate(reqs):
+            row = self.catalog.row_of.get(r.probe) if r.probe else None
+            if row is not None:
+                probe_at[i] = len(probe_rows)
+                probe_rows.append(row)
+        sizes = [x.size for x in pools]
+        offsets = np.cumsum([0, *sizes]).astype(np.int64)
+        rows = np.concatenate([*pools, np.asarray(probe_rows, dtype=np.int64)])
+        owner = np.concatenate(
+            [np.repeat(np.arange(len(reqs)), sizes), np.asarray(list(probe_at), dtype=np.int64)]
+        ).astype(np.int64)
+        raw = raw_signals(
+            rows, owner, [r.inputs for r in reqs], covs, ctx, self.catalog,
+            pop_rate=self.pop_rate, fresh_rate=self.fresh_rate,
+        )  # fmt: skip
+        n = int(offsets[-1])
+        lo, hi = segment_bounds(raw[:n], offsets)
+        return BatchSignals(ctx, sem_rows, pools, offsets, raw[:n], lo, hi, raw[n:], probe_at)
+
+    def _weights_for(self, own: dict[int, WeightState], shard: int) -> WeightState:
+        if shard not in own:
+            start = self.shared.shard_weights.get(shard)
+            own[shard] = (
+                WeightState.uniform(len(SIGNAL_NAMES)) if start is None else (WeightState(start))
+            )
+        return own[shard]
+
+    def _feedback(
+        self,
+        rec: UserRecord,
+        req: Request,
+        probe: tuple[str, npt.NDArray[np.float64]] | None,
+        own: dict[int, WeightState],
+    ) -> None:
+        assert req.feedback is not None
+        item_id, sign, rec_id = req.feedback
+        served = rec.served_list(rec_id)
+        if served is None or not served.items:
+            return
+        mu = np.mean(np.asarray(list(served.items.values()), dtype=np.float64), axis=0)
+        if item_id in served.items:
+            d = np.asarray(served.items[item_id], dtype=np.float64)
+        elif probe is not None and probe[0] == item_id:
+            d = normalise_with(probe[1], served.lo, served.hi)
+        else:
+            return  # the item was not in the catalogue when the list was served
+        if rec.weights.update(d, mu, self.eta, sign=sign):
+            self._weights_for(own, req.shard).update(d, mu, self.eta_global, sign=sign)
+
+    def _rank_one(
+        self,
+        req: Request,
+        rec: UserRecord,
+        sig: BatchSignals,
+        i: int,
+        own: dict[int, WeightState],
+        arms: ArmOrder | None,
+    ) -> RecList:
+        p = self.params
+        rec_id = rec_id_for(req.user_id, req.event_id)
+        bounds = None
+        if p.ranker == POPULARITY:
+            items = self._popular_items(req, sig.sem_rows[i], sig.ctx)
+            weights = {POPULARITY: 1.0}
+        else:
+            a, b = int(sig.offsets[i]), int(sig.offsets[i + 1])
+            gw = self.shared.global_weights(req.shard, self._weights_for(own, req.shard).weights)
+            w = rec.weights.effective(gw, p.weight_shrinkage)
+            normalised = normalise_segment(sig.raw[a:b], sig.lo[i], sig.hi[i])
+            items = self._fuse(sig.pools[i], normalised, w)
+            if arms is not None:
+                items = self._explore(items, req, arms)
+            bounds = {"lo": sig.lo[i].tolist(), "hi": sig.hi[i].tolist()}
+            weights = dict(zip(SIGNAL_NAMES, w.tolist(), strict=True))
+            served = ServedList(
+                rec_id,
+                {r.item_id: [r.signals[n] for n in SIGNAL_NAMES] for r in items if r.signals},
+                bounds["lo"],
+                bounds["hi"],
+            )
+            rec.served = [*rec.served, served][-p.served_kept :]
+        lst = RecList(
+            req.user_id, rec_id, req.event_id, req.inputs.at_ts, p.ranker, items, weights,
+            top_interests(req.evidence, 3), bounds,
+        )  # fmt: skip
+        rec.last_list = lst.to_dict(None)
+        return lst
+
+    def _fuse(
+        self, pool: IntArray, normalised: npt.NDArray[np.float64], w: npt.NDArray[np.float64]
+    ) -> list[RankedItem]:
+        if pool.size == 0:
+            return []
+        p = self.params
+        scores, contributions = fuse(normalised, w)
+        top = np.argsort(-scores, kind="stable")[: p.k * p.mmr_pool]
+        if p.mmr_trade_off < 1.0 and top.size > 1:
+            vecs = self.catalog.vectors[pool[top]]
+            sims = (vecs @ vecs.T).astype(np.float64)
+            chosen = [int(top[j]) for j in mmr_select(scores[top], sims, p.k, p.mmr_trade_off)]
+        else:
+            chosen = [int(i) for i in top[: p.k]]
+        ids = self.catalog.ids
+        return [
+            RankedItem(
+                item_id=ids[int(pool[i])],
+                score=float(scores[i]),
+                contributions=dict(zip(SIGNAL_NAMES, contributions[i].tolist(), strict=True)),
+                signals=dict(zip(SIGNAL_NAMES, normalised[i].tolist(), strict=True)),
+            )
+            for i in chosen
+        ]
+
+    def _arm_order(self, ctx: BatchContext) -> ArmOrder | None:
+        """Each category's most popular rows (ties by item id), for exploration; enough of
+        them that a user's consumed items rarely exhaust an arm."""
+        ids = self.catalog.ids
+        by_category = self.catalog.category_rows()
+        if not by_category:
+            return None
+        depth = 10 * self.params.arm_items
+        labels, parts = [], []
+        for c, rows in sorted(by_category.items()):
+            arr = np.asarray(rows, dtype=np.int64)
+            order = np.lexsort((np.array([ids[r] for r in rows]), -ctx.pop_lm[arr]))
+            labels.append(c)
+            parts.append(arr[order[:depth]])
+        return ArmOrder(tuple(labels), parts, self._category_prior())
+
+    def _explore(self, ranked: list[RankedItem], req: Request, arms: ArmOrder) -> list[RankedItem]:
+        p = self.params
+        alpha = [p.posterior_alpha0 * arms.prior.get(c, 0.0) + req.evidence.get(c, 0.0)
+                 for c in arms.labels]  # fmt: skip
+        total = sum(alpha)
+        banned = np.zeros(self.catalog.rows, dtype=bool)
+        banned[req.inputs.exclude] = True
+        chosen = []
+        for c, a, rows in zip(arms.labels, alpha, arms.rows, strict=True):
+            if rows.size and a > 0 and total - a > 0:
+                free = FreeItems(rows, banned, self.catalog.ids, p.arm_items)
+                chosen.append(CategoryArm(c, a, total - a, free))
+        if not chosen:
+            return ranked
+        seed = rec_seed(req.user_id, req.event_id or "")
+        return allocate_exploration(ranked, chosen, p.exploration_share, p.k, seed)
+
+    def _popular_items(
+        self, req: Request, sem: npt.NDArray[np.float32], ctx: BatchContext
+    ) -> list[RankedItem]:
+        live = np.where(np.isfinite(sem), ctx.pop_lm, -np.inf)
+        best = top_rows(live, self.params.k)
+        scores = np.exp(np.minimum(ctx.pop_lm[best] - self.pop_rate * req.inputs.at_ts, 700.0))
+        return [
+            RankedItem(self.catalog.ids[int(r)], float(s), {POPULARITY: float(s)})
+            for r, s in zip(best, scores, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class BatchSignals:
+    """A batch's candidates and signals. Request i's candidates are ``pools[i]`` with raw
+    signals ``raw[offsets[i]:offsets[i+1]]`` and per-signal bounds ``lo[i]``, ``hi[i]``;
+    ``probe_raw[probe_at[i]]`` is the raw signal row of request i's probed item."""
+
+    ctx: BatchContext
+    sem_rows: dict[int, npt.NDArray[np.float32]]
+    pools: list[IntArray]
+    offsets: IntArray
+    raw: npt.NDArray[np.float64]
+    lo: npt.NDArray[np.float64]
+    hi: npt.NDArray[np.float64]
+    probe_raw: npt.NDArray[np.float64]
+    probe_at: dict[int, int]
+
+
+def normalise_segment(
+    raw: npt.NDArray[np.float64], lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Min-max scaling with the segment's bounds, as fusion.normalise_signals: a column
+    without spread maps to 0; values clipped to [0, 1]."""
+    span = hi - lo
+    live = span > 0.0
+    out = np.zeros_like(raw)
+    if np.any(live):
+        out[:, live] = np.clip((raw[:, live] - lo[live]) / span[live], 0.0, 1.0)
+    return out
+
+
+class FreeItems(Sequence[str]):
+    """An arm's first `limit` item ids not banned, resolved on first read: a list explores
+    one or two arms, so resolving every arm's items for every list would be wasted work."""
+
+    def __init__(self, rows: IntArray, banned: npt.NDArray[np.bool_], ids: list[str], limit: int):
+        self._args = (rows, banned, ids, limit)
+        self._ids: list[str] | None = None
+
+    def _resolved(self) -> list[str]:
+        if self._ids is None:
+            rows, banned, ids, limit = self._args
+            self._ids = [ids[r] for r in rows[~banned[rows]][:limit].tolist()]
+        return self._ids
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._resolved()[i]
+
+
+@dataclass(frozen=True)
+class ArmOrder:
+    """Exploration arms of a batch: per category label its rows, most popular first, and
+    the Dirichlet prior's base measure."""
+
+    labels: tuple[str, ...]
+    rows: list[IntArray]
+    prior: dict[str, float]
+
+
+def top_interests(evidence: Mapping[str, float], n: int) -> list[dict[str, float | str]]:
+    """The `n` strongest categories by decayed evidence, with their shares."""
+    positive = {c: m for c, m in evidence.items() if m > 0}
+    total = sum(positive.values())
+    if total <= 0:
+        return []
+    best = sorted(positive.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return [{"category": c, "share": m / total} for c, m in best]

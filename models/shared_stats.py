@@ -1,0 +1,188 @@
+"""Statistics shared by every user: decayed item popularity, co-visitation, global weights.
+
+Each shard (in the Kafka runner: an events partition) learns from its own users and publishes
+what it learned as a `SharedDelta` once per micro-batch; every replica of `SharedStats` (every
+worker, or the one in-process replay) applies every shard's deltas. Popularity and
+co-visitation masses are sums of decayed terms kept as log-masses (decay.py), so applying
+deltas is a log-add-exp: order independent and exact up to rounding (co-visitation keeps the
+top `capacity` neighbours per item, the only order-dependent step). Global weights: each
+shard owns one copy, moved by the η rule on its users' feedback; a delta carries the shard's
+latest copy, and the global weights are the projected mean of all copies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from recstream.models import decay
+from recstream.models.catalog import Catalog
+from recstream.models.covisitation import CoVisitNeighbours
+from recstream.models.errors import StateError
+from recstream.models.weights import project_to_simplex
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+_EMPTY = -math.inf
+
+
+@dataclass
+class SharedDelta:
+    """What one shard learned in one batch. Log-terms are log(Σ w·e^(λ·ts)) of the batch.
+
+    ``popularity``: item → log-term; ``covisit``: item → {neighbour → log-term};
+    ``weights``: the shard's global weight copy after the batch (None: unchanged).
+    """
+
+    shard: int
+    popularity: dict[str, float] = field(default_factory=dict)
+    covisit: dict[str, dict[str, float]] = field(default_factory=dict)
+    weights: list[float] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.popularity or self.covisit or self.weights is not None)
+
+    def add_popularity(self, item_id: str, term: float) -> None:
+        self.popularity[item_id] = decay.logaddexp(self.popularity.get(item_id, _EMPTY), term)
+
+    def add_pair(self, item_id: str, neighbour_id: str, term: float) -> None:
+        row = self.covisit.setdefault(item_id, {})
+        row[neighbour_id] = decay.logaddexp(row.get(neighbour_id, _EMPTY), term)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "popularity": self.popularity,
+            "covisit": self.covisit,
+            "weights": self.weights,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SharedDelta:
+        """Inverse of to_dict; StateError for anything else (a corrupt record)."""
+        try:
+            weights = data.get("weights")
+            delta = cls(
+                shard=int(data["shard"]),
+                popularity={str(k): float(v) for k, v in dict(data["popularity"]).items()},
+                covisit={
+                    str(i): {str(n): float(t) for n, t in dict(nbs).items()}
+                    for i, nbs in dict(data["covisit"]).items()
+                },
+                weights=None if weights is None else [float(w) for w in weights],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"malformed shared delta: {exc!r}") from None
+        terms = [*delta.popularity.values(), *(delta.weights or ())]
+        terms += [t for nbs in delta.covisit.values() for t in nbs.values()]
+        ids = [*delta.popularity, *delta.covisit]
+        ids += [n for nbs in delta.covisit.values() for n in nbs]
+        if not all(math.isfinite(t) for t in terms) or not all(ids):
+            raise StateError("shared delta needs finite log-terms and weights, non-empty ids")
+        return delta
+
+    def split(self, max_pairs: int) -> Iterator[SharedDelta]:
+        """Pieces of at most ~`max_pairs` co-visit pairs each (records stay small); the
+        popularity and weights travel with the first piece."""
+        piece = SharedDelta(self.shard, dict(self.popularity), {}, self.weights)
+        pairs = 0
+        for item_id, nbs in self.covisit.items():
+            if pairs and pairs + len(nbs) > max_pairs:
+                yield piece
+                piece, pairs = SharedDelta(self.shard), 0
+            piece.covisit[item_id] = nbs
+            pairs += len(nbs)
+        yield piece
+
+
+class SharedStats:
+    """One replica of the shared statistics. Hyperparameters are constructor arguments.
+
+    popularity_half_life_s / covisit_half_life_s: decay of the two masses (event-time s);
+    covisit_capacity: neighbours kept per item; k_signals: length of a weight vector.
+    """
+
+    def __init__(
+        self,
+        k_signals: int,
+        *,
+        popularity_half_life_s: float,
+        covisit_half_life_s: float,
+        covisit_capacity: int,
+    ) -> None:
+        self.k = k_signals
+        self.pop_rate = decay.decay_rate(popularity_half_life_s)
+        self.covisit_half_life_s = covisit_half_life_s
+        self.covisit_rate = decay.decay_rate(covisit_half_life_s)
+        self.covisit_capacity = covisit_capacity
+        self.popularity: dict[str, float] = {}
+        self.covisit: dict[str, CoVisitNeighbours] = {}
+        self.shard_weights: dict[int, FloatArray] = {}
+        self.version = 0
+        self._pop_rows: tuple[tuple[int, int], FloatArray] | None = None
+        self._nb_rows: dict[str, tuple[IntArray, FloatArray]] = {}
+        self._nb_catalog = -1
+
+    # --- applying ------------------------------------------------------------------------------
+    def apply(self, delta: SharedDelta) -> None:
+        """Fold one shard's delta in (every replica applies every delta exactly once)."""
+        for item_id, term in delta.popularity.items():
+            self.popularity[item_id] = decay.logaddexp(self.popularity.get(item_id, _EMPTY), term)
+        for item_id, nbs in delta.covisit.items():
+            entry = self.covisit.get(item_id)
+            if entry is None:
+                entry = self.covisit[item_id] = CoVisitNeighbours(
+                    self.covisit_capacity, self.covisit_half_life_s
+                )
+            for neighbour_id, term in nbs.items():
+                entry.add_log_mass(neighbour_id, term)
+            self._nb_rows.pop(item_id, None)
+        if delta.weights is not None and len(delta.weights) == self.k:
+            self.shard_weights[delta.shard] = project_to_simplex(delta.weights)
+        self.version += 1
+
+    # --- reading -------------------------------------------------------------------------------
+    def global_weights(self, shard: int | None = None, own: FloatArray | None = None) -> FloatArray:
+        """The projected mean of every shard's copy (uniform when none); `own` replaces the
+        copy of `shard` (a shard's copy moves within a batch before its delta is applied)."""
+        copies = dict(self.shard_weights)
+        if shard is not None and own is not None:
+            copies[shard] = own
+        if not copies:
+            return np.full(self.k, 1.0 / self.k)
+        return project_to_simplex(np.mean(list(copies.values()), axis=0))
+
+    def popularity_by_row(self, catalog: Catalog) -> FloatArray:
+        """Log-mass per catalogue row (−inf: none), cached per (stats, catalogue) version."""
+        stamp = (self.version, catalog.version)
+        if self._pop_rows is None or self._pop_rows[0] != stamp:
+            out = np.full(catalog.vectors.shape[0], _EMPTY)
+            for item_id, lm in self.popularity.items():
+                row = catalog.row_of.get(item_id)
+                if row is not None:
+                    out[row] = lm
+            self._pop_rows = (stamp, out)
+        return self._pop_rows[1]
+
+    def neighbours(self, item_id: str, catalog: Catalog) -> tuple[IntArray, FloatArray]:
+        """(rows, log-masses) of an item's co-visited neighbours that are in the catalogue."""
+        if self._nb_catalog != catalog.version:
+            self._nb_rows.clear()
+            self._nb_catalog = catalog.version
+        hit = self._nb_rows.get(item_id)
+        if hit is None:
+            entry = self.covisit.get(item_id)
+            masses = entry.log_masses() if entry is not None else {}
+            pairs = [(catalog.row_of.get(n), lm) for n, lm in masses.items()]
+            kept = [(r, lm) for r, lm in pairs if r is not None]
+            hit = (
+                np.array([r for r, _ in kept], dtype=np.int64),
+                np.array([lm for _, lm in kept], dtype=np.float64),
+            )
+            self._nb_rows[item_id] = hit
+        return hit
