@@ -70,3 +70,74 @@ def bench_state(
         run_state_bench(n_users=users, events_per_user=events_per_user, dim=dim, seed=seed),
         json_file,
     )
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    events: Annotated[int, typer.Option(min=1, help="Synthetic events to send.")] = 5000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    rate: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Offered rate (events/s) of the paced second run, open loop; 0 skips it.",
+        ),
+    ] = 1000.0,
+    max_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            help="Unpaced run: events sent but not yet reflected by a list, at most "
+            "(default 64 per worker; 0: no limit, a backlog forms)."
+        ),
+    ] = None,
+    passthrough: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure the plain consumer → producer loop on the same broker "
+            "(the ceiling) and report the ratio."
+        ),
+    ] = True,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="RECSTREAM_NAME=VALUE (or name=value) for the workers' settings; repeatable, "
+            "e.g. --set RECSTREAM_RANKER=popularity.",
+        ),
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the JSON here.")
+    ] = None,
+) -> None:
+    """Events/s, latency (unpaced and at --rate), Kafka records per event and the passthrough
+    ceiling, through the real broker and W workers; one JSON object (keys: see
+    cli/bench_pipeline.py)."""
+    from recstream.bench_pipeline import parse_overrides, run_pipeline_bench
+    from recstream.config.settings import load_settings
+    from recstream.models.errors import RecstreamError
+
+    err = Console(stderr=True)
+    try:
+        settings = load_settings()
+    except Exception as exc:  # pydantic names the variable and the problem
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        result = run_pipeline_bench(
+            settings,
+            events,
+            workers,
+            rate or None,
+            max_in_flight=max_in_flight,
+            overrides=parse_overrides(overrides or ()),
+            passthrough=passthrough,
+            console=err,
+        )
+    except RecstreamError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if json_file is not None:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(text + "\n")

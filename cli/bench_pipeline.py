@@ -1,37 +1,80 @@
-"""`recstream bench pipeline`: sustained events/s through the real broker and worker processes.
+"""`recstream bench pipeline`: events/s, latency and Kafka cost through the real broker and workers.
 
 Synthetic events (catalogue first) are replayed through W worker processes with debounce 0, so
-every event produces a list (`recstream.replay`). Reported:
+every event produces a list (`recstream.evaluation.replay`). One invocation makes up to two
+replays (each with fresh throwaway topics, app id and data dirs) and one passthrough run, and
+prints one JSON object:
+
+Unpaced run (closed loop: at most ``max_in_flight`` sent events without a list, default 64 per
+worker, so every worker is kept busy without a backlog; 0: no limit, the whole stream queues):
 
 - ``events_per_s``: events / (first event sent → the last event's list received), wall seconds;
 - ``lists_per_s``: lists received over the same span;
 - ``latency_ms``: event → list, from Kafka record timestamps (p50, p95, p99);
-- without ``rate`` (throughput mode) events are sent as fast as the pipeline takes them: at most
-  ``max_in_flight`` (default 64 per worker) sent events without a list, a closed loop that keeps
-  every worker busy without building a backlog (0: no limit; the whole stream then queues up
-  and the pipeline is measured working through a backlog);
-- with ``rate`` (latency mode) events are paced at that many per second, open loop, so the
-  latency is the latency at that sustained rate (it grows without bound above capacity).
+- ``events``, ``lists``, ``unreflected`` (events no list reflected), ``workers``,
+  ``max_in_flight``, ``ranker``, ``startup_s`` (workers started → ready), ``send_s``;
+- ``records_per_event``: Kafka records the run produced while the events were replayed, per
+  applied event: the sum over every topic of the run except the input topics (``events``,
+  ``items``) of its end offsets after the workers stopped minus its end offsets when they were
+  ready (catalogue ingestion and the readiness probes excluded), divided by
+  ``applied_events`` (replayed events reflected by a list). Includes the recommendations
+  topic, internal repartition topics, Faust's table changelogs and the dead letters;
+- ``records_per_event_total``: the same with the start-up records included;
+- ``records_by_topic``: per topic (name without the run's prefix): ``records`` during the
+  replay, ``per_event``, and ``startup`` (records before the replay), most expensive first;
+- ``list_record_bytes``: size of the median-sized list record of a sample of the run's lists,
+  the passthrough's template.
+
+Paced run, ``paced`` (``--rate R``, default 1000 events/s; ``--rate 0``: skipped, null): the
+same events sent open loop at R events/s (a schedule, not a window), so the latency is the
+latency at that offered rate (it grows without bound above capacity): ``rate``,
+``offered_events_per_s`` (events / sending time, what the producer achieved), ``events_per_s``,
+``lists_per_s``, ``latency_ms``, ``events``, ``lists``, ``unreflected``, ``all_reflected``,
+``send_s``, ``startup_s``, ``records_per_event``.
+
+Ceiling (`recstream.bench_passthrough`): ``passthrough_events_per_s``, a plain aiokafka
+consumer → producer loop in one process on the same broker over the same events, one
+list-sized record out per event, no Faust and no recommender; ``ratio`` = ``events_per_s`` /
+``passthrough_events_per_s``; ``passthrough``: its details, plus ``large_batches`` (the same
+loop with 256 KiB producer batches instead of the app's, to show what the producer batch size
+costs). ``--no-passthrough`` skips it (null).
+
+Also ``overrides`` (settings passed to the workers with ``--set``), ``targets`` (the issue's
+targets with the measured figure, whether it is met, and for throughput whether the
+passthrough ceiling itself is below the target), ``notes`` and ``machine``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from recstream.config.settings import Settings
-from recstream.evaluation.metrics import percentiles
-from recstream.evaluation.replay import replay
-from recstream.evaluation.report import machine_info
 from recstream.models.errors import ValidationError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: Throughput mode's flow-control window, per worker (see the module docstring).
 DEFAULT_IN_FLIGHT_PER_WORKER = 64
+#: Offered rate (events/s) of the paced run by default.
+DEFAULT_RATE = 1000.0
+#: Lists sampled from the recommendations topic to size the passthrough's records.
+LIST_SAMPLE = 200
+#: Producer batch size of the passthrough's diagnostic variant (bytes).
+LARGE_BATCH_BYTES = 262_144
+
+#: The issue's targets on the 2-core machine with the broker colocated (issue #12).
+TARGET_EVENTS_PER_S_PER_WORKER = 1000.0
+TARGET_P99_MS = 250.0
+TARGET_P99_RATE = 1000.0
+TARGET_RECORDS_PER_EVENT = 3.0
+TARGET_STATE_ONLY_EVENTS_PER_S = 5000.0
 
 
 def bench_events(n_events: int, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -50,64 +93,409 @@ def bench_events(n_events: int, seed: int = 0) -> tuple[list[dict[str, Any]], li
     return [dict(i) for i in data.items], [dict(e) for e in data.events[:n_events]]
 
 
+# --- settings overrides ---------------------------------------------------------------------
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``RECSTREAM_FOO=bar`` (or ``foo=bar``) pairs → {field: value} for the workers' settings.
+
+    Values stay strings (pydantic converts them as it converts environment variables), except
+    that a value starting with ``[`` or ``{`` is read as JSON (lists, tuples, dicts).
+
+    Raises:
+        ValidationError: a pair without ``=``, or a name that is not a settings field.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        name = key.strip()
+        if not sep or not name:
+            raise ValidationError(f"expected NAME=VALUE, got {pair!r}")
+        if name.upper().startswith("RECSTREAM_"):
+            name = name[len("RECSTREAM_") :]
+        name = name.lower()
+        if name not in Settings.model_fields:
+            raise ValidationError(
+                f"unknown setting {key!r}: no field {name!r} (RECSTREAM_{name.upper()}) in "
+                "config/settings.py"
+            )
+        text = value.strip()
+        if text[:1] in "[{":
+            try:
+                out[name] = json.loads(text)
+                continue
+            except ValueError:
+                pass
+        out[name] = value
+    return out
+
+
+def apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """`settings` with `overrides` applied and validated (a bad value fails before any run)."""
+    if not overrides:
+        return settings
+    values = settings.model_dump()
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except Exception as exc:  # pydantic names the field and the problem
+        raise ValidationError(f"invalid --set value: {exc}") from exc
+
+
+# --- records per event ----------------------------------------------------------------------
+
+
+def short_topic(name: str, settings: Settings) -> str:
+    """A topic's name without the run's prefixes: ``evalab12-evalab12-item-hits`` → ``item-hits``.
+
+    Internal topics carry both the topic prefix and the app id; Faust's changelogs only the
+    app id.
+    """
+    for prefix in (settings.topic_prefix, f"{settings.app_id}-"):
+        if prefix and name.startswith(prefix):
+            name = name[len(prefix) :]
+    return name
+
+
+def records_per_event(
+    before: Mapping[str, int],
+    after: Mapping[str, int],
+    applied_events: int,
+    exclude: Iterable[str] = ("events", "items"),
+) -> dict[str, Any]:
+    """Records produced per applied event, from summed topic end offsets.
+
+    `before` / `after`: topic → sum of its partitions' end offsets when the replay started and
+    after it ended (a topic missing from `before` had no records then). Topics in `exclude`
+    (the inputs, which the benchmark itself writes) are left out.
+
+    Returns ``records_per_event`` (replay records / applied events), ``records_per_event_total``
+    (all records, start-up included, / applied events), ``records``, ``startup_records``,
+    ``applied_events`` and ``by_topic`` {topic: {records, per_event, startup}}, most records
+    first. Ratios are None when no event was applied.
+    """
+    skip = set(exclude)
+    rows: list[tuple[str, int, int]] = []
+    for topic in sorted((set(before) | set(after)) - skip):
+        start = int(before.get(topic, 0))
+        end = int(after.get(topic, start))
+        rows.append((topic, max(end - start, 0), start))
+    rows.sort(key=lambda r: (-r[1], -r[2], r[0]))
+
+    def per(n: int) -> float | None:
+        return round(n / applied_events, 3) if applied_events > 0 else None
+
+    run = sum(r[1] for r in rows)
+    startup = sum(r[2] for r in rows)
+    return {
+        "records_per_event": per(run),
+        "records_per_event_total": per(run + startup),
+        "records": run,
+        "startup_records": startup,
+        "applied_events": applied_events,
+        "by_topic": {
+            topic: {"records": n, "per_event": per(n), "startup": s} for topic, n, s in rows
+        },
+    }
+
+
+def run_topic_end_offsets(settings: Settings) -> dict[str, int]:
+    """Topic (short name) → sum of end offsets, for every topic of the run `settings` names."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000
+    )
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    try:
+        prefixes = tuple(p for p in (settings.topic_prefix, f"{settings.app_id}-") if p)
+        topics = [t for t in admin.list_topics() if t.startswith(prefixes)]
+        parts = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        ends = consumer.end_offsets(parts) if parts else {}
+        out: dict[str, int] = {}
+        for tp, end in ends.items():
+            name = short_topic(tp.topic, settings)
+            out[name] = out.get(name, 0) + int(end)
+        return out
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def sample_lists(settings: Settings, limit: int = LIST_SAMPLE) -> list[bytes]:
+    """Up to `limit` list records (raw values) of the run, probe lists left out."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from recstream.evaluation.replay import PROBE_PREFIX
+
+    topic = settings.topic(settings.recommendations_topic)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            return []
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        out: list[bytes] = []
+        for _ in range(10):
+            for messages in consumer.poll(timeout_ms=500, max_records=limit).values():
+                out.extend(
+                    m.value
+                    for m in messages
+                    if m.value and not (m.key or b"").startswith(PROBE_PREFIX.encode())
+                )
+            if len(out) >= limit:
+                break
+        return out[:limit]
+    finally:
+        consumer.close()
+
+
+class RunProbe:
+    """`replay(on_phase=...)`: end offsets when the workers are ready and after they stopped,
+    and a sample of the run's list records."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, int] | None = None
+        self.after: dict[str, int] | None = None
+        self.lists: list[bytes] = []
+        self.settings: Settings | None = None
+
+    def __call__(self, phase: str, settings: Settings) -> None:
+        self.settings = settings
+        if phase == "ready":
+            self.before = run_topic_end_offsets(settings)
+        elif phase == "stopped":
+            self.after = run_topic_end_offsets(settings)
+            self.lists = sample_lists(settings)
+
+    def records(self, applied_events: int) -> dict[str, Any] | None:
+        if self.before is None or self.after is None or self.settings is None:
+            return None
+        s = self.settings
+        return records_per_event(
+            self.before, self.after, applied_events, exclude=(s.events_topic, s.items_topic)
+        )
+
+    def typical_list(self) -> tuple[dict[str, Any] | None, int | None]:
+        """(the median-sized sampled list record, decoded; its size in bytes), or (None, None).
+
+        With an even sample the larger of the two middle records is taken."""
+        if not self.lists:
+            return None, None
+        by_size = sorted(self.lists, key=len)
+        median = by_size[len(by_size) // 2]
+        try:
+            record = json.loads(median)
+        except ValueError:
+            record = None
+        return (record if isinstance(record, dict) else None), len(median)
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def _num(x: float | None) -> float | None:
+    return round(x, 1) if x is not None and math.isfinite(x) else None
+
+
+def summarize_replay(result: Any) -> dict[str, Any]:
+    """The throughput and latency part of a ReplayResult, JSON-able."""
+    from recstream.evaluation.metrics import percentiles
+
+    lat = result.latencies_ms()
+    pct = percentiles(lat.tolist(), (50, 95, 99))
+    return {
+        "events_per_s": _num(result.events_per_s),
+        "lists_per_s": _num(result.lists_per_s),
+        "latency_ms": {"p50": _num(pct[50]), "p95": _num(pct[95]), "p99": _num(pct[99])},
+        "events": result.n_events,
+        "lists": len(result.lists),
+        "unreflected": len(result.unreflected),
+    }
+
+
+def targets(
+    workers: int,
+    events_per_s: float | None,
+    unreflected: int,
+    paced: Mapping[str, Any] | None,
+    rec_per_event: float | None,
+    passthrough_events_per_s: float | None,
+) -> dict[str, Any]:
+    """The issue's targets next to the measured figures (None: not measured)."""
+    per_worker = events_per_s / workers if events_per_s is not None else None
+    out: dict[str, Any] = {
+        "events_per_s_per_worker": {
+            "target": TARGET_EVENTS_PER_S_PER_WORKER,
+            "measured": _num(per_worker),
+            "every_event_reflected": unreflected == 0,
+            "met": (
+                per_worker is not None
+                and per_worker >= TARGET_EVENTS_PER_S_PER_WORKER
+                and unreflected == 0
+            ),
+            "ceiling": passthrough_events_per_s,
+            "ceiling_below_target": (
+                None
+                if passthrough_events_per_s is None
+                else passthrough_events_per_s < TARGET_EVENTS_PER_S_PER_WORKER
+            ),
+        },
+        "p99_ms_at_1000_events_per_s": {
+            "target": TARGET_P99_MS,
+            "rate": paced.get("rate") if paced else None,
+            "measured": paced["latency_ms"]["p99"] if paced else None,
+            "met": (
+                None
+                if not paced
+                else bool(
+                    paced["rate"] >= TARGET_P99_RATE
+                    and paced["all_reflected"]
+                    and paced["latency_ms"]["p99"] is not None
+                    and paced["latency_ms"]["p99"] <= TARGET_P99_MS
+                )
+            ),
+            "ceiling_below_rate": (
+                None
+                if passthrough_events_per_s is None
+                else passthrough_events_per_s < TARGET_P99_RATE
+            ),
+        },
+        "records_per_event": {
+            "target": TARGET_RECORDS_PER_EVENT,
+            "measured": rec_per_event,
+            "met": None if rec_per_event is None else rec_per_event <= TARGET_RECORDS_PER_EVENT,
+            "note": "the issue's goal is stated on the MovieLens replay; this is synthetic data",
+        },
+        "state_only_events_per_s": {
+            "target": TARGET_STATE_ONLY_EVENTS_PER_S,
+            "measured": None,
+            "met": None,
+            "note": "not measured: the worker has no setting that turns lists off yet "
+            "(pass it with --set once it exists; the replay also needs a completion signal "
+            "other than lists)",
+        },
+    }
+    return out
+
+
 def run_pipeline_bench(
     settings: Settings,
     events: int,
     workers: int,
-    rate: float | None = None,
+    rate: float | None = DEFAULT_RATE,
     *,
     max_in_flight: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    passthrough: bool = True,
     console: Console | None = None,
     work_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Replay `events` synthetic events through `workers` workers; see the module docstring.
+    """Unpaced replay, paced replay at `rate` (None or 0: skipped), passthrough; see the module
+    docstring for every key of the returned dict."""
+    from recstream.evaluation.replay import replay
+    from recstream.evaluation.report import machine_info
 
-    Returns a JSON-able dict: events_per_s, lists_per_s, latency_ms {p50, p95, p99}, workers,
-    events, plus rate (None: unpaced), ranker(s), startup_s, send_s, unreflected, notes and
-    machine (CPU, cores, code version).
-    """
     if events < 1:
         raise ValidationError(f"events must be >= 1, got {events}")
+    if rate is not None and rate < 0:
+        raise ValidationError(f"rate must be >= 0, got {rate}")
+    extra = dict(overrides or {})
+    effective = apply_overrides(settings, extra)  # validates the overrides before any run
     items, evs = bench_events(events)
     folder = work_dir or Path(tempfile.mkdtemp(prefix="recstream-bench-pipeline-"))
-    result = replay(
-        settings,
-        items,
-        evs,
-        workers=workers,
-        work_dir=folder,
-        rate=rate,
-        max_in_flight=(
-            (0 if rate else DEFAULT_IN_FLIGHT_PER_WORKER * workers)
-            if max_in_flight is None
-            else max_in_flight
-        ),
-        console=console,
-        embedding_cache=settings.home / "eval-cache" / "embedding-cache",
-    )
+    cache = settings.home / "eval-cache" / "embedding-cache"
+    notes: list[str] = []
+
+    def one_run(name: str, run_rate: float | None, window: int) -> tuple[Any, RunProbe]:
+        probe = RunProbe()
+        result = replay(
+            settings,
+            items,
+            evs,
+            workers=workers,
+            work_dir=folder / name,
+            rate=run_rate,
+            max_in_flight=window,
+            console=console,
+            embedding_cache=cache,
+            overrides=extra,
+            on_phase=probe,
+        )
+        notes.extend(f"{name}: {n}" for n in result.notes)
+        if probe.after is None:
+            notes.append(f"{name}: topic end offsets could not be read after the run")
+        return result, probe
+
+    window = DEFAULT_IN_FLIGHT_PER_WORKER * workers if max_in_flight is None else max_in_flight
+    unpaced, probe = one_run("unpaced", None, window)
+    main = summarize_replay(unpaced)
+    applied = unpaced.n_events - len(unpaced.unreflected)
+    records = probe.records(applied)
+    template, list_bytes = probe.typical_list()
+
+    paced: dict[str, Any] | None = None
+    if rate:
+        result, paced_probe = one_run("paced", rate, 0)
+        paced_records = paced_probe.records(result.n_events - len(result.unreflected))
+        paced = {
+            "rate": rate,
+            "offered_events_per_s": _num(result.n_events / max(result.send_s, 1e-9)),
+            **summarize_replay(result),
+            "all_reflected": not result.unreflected,
+            "send_s": _num(result.send_s),
+            "startup_s": _num(result.startup_s),
+            "records_per_event": paced_records["records_per_event"] if paced_records else None,
+        }
+
+    pt: dict[str, Any] | None = None
+    if passthrough:
+        from recstream.bench_passthrough import run_passthrough_bench
+
+        pt = run_passthrough_bench(effective, evs, list_record=template)
+        large = run_passthrough_bench(
+            effective,
+            evs,
+            list_record=template,
+            producer_overrides={"max_batch_size": LARGE_BATCH_BYTES},
+        )
+        pt["large_batches"] = {
+            k: large[k] for k in ("events_per_s", "read", "written", "seconds", "producer")
+        }
     if work_dir is None:
         # Kept on failure (replay raised above) so that the worker logs can be read.
         shutil.rmtree(folder, ignore_errors=True)
-    lat = result.latencies_ms()
-    pct = percentiles(lat.tolist(), (50, 95, 99))
 
-    def num(x: float) -> float | None:
-        return round(x, 1) if math.isfinite(x) else None
-
-    rankers = sorted({r.ranker for r in result.lists})
+    pt_eps = pt["events_per_s"] if pt else None
+    rankers = sorted({r.ranker for r in unpaced.lists})
+    rpe = records["records_per_event"] if records else None
     return {
-        "events_per_s": num(result.events_per_s),
-        "lists_per_s": num(result.lists_per_s),
-        "latency_ms": {"p50": num(pct[50]), "p95": num(pct[95]), "p99": num(pct[99])},
+        **main,
         "workers": workers,
-        "events": result.n_events,
-        "lists": len(result.lists),
-        "rate": rate,
-        "max_in_flight": result.max_in_flight,
+        "max_in_flight": unpaced.max_in_flight,
         "ranker": rankers[0] if len(rankers) == 1 else rankers,
-        "startup_s": num(result.startup_s),
-        "send_s": num(result.send_s),
-        "unreflected": len(result.unreflected),
-        "notes": result.notes,
+        "startup_s": _num(unpaced.startup_s),
+        "send_s": _num(unpaced.send_s),
+        "records_per_event": rpe,
+        "records_per_event_total": records["records_per_event_total"] if records else None,
+        "applied_events": applied,
+        "records_by_topic": records["by_topic"] if records else None,
+        "list_record_bytes": list_bytes,
+        "paced": paced,
+        "passthrough_events_per_s": pt_eps,
+        "ratio": (
+            round(main["events_per_s"] / pt_eps, 4)
+            if pt_eps and main["events_per_s"] is not None
+            else None
+        ),
+        "passthrough": pt,
+        "overrides": extra,
+        "targets": targets(workers, main["events_per_s"], main["unreflected"], paced, rpe, pt_eps),
+        "notes": notes,
         "machine": machine_info(),
     }

@@ -1,20 +1,24 @@
-"""Typer commands for `recstream eval` and `recstream bench pipeline`.
+"""Typer commands for `recstream eval` (and, re-exported, `recstream bench pipeline`).
 
 Kept light at import time (only typer and rich): the work is imported when a command runs.
 Registered in main.py / bench_cmd.py with::
 
     app.command("eval")(eval_command)
     bench_app.command("pipeline")(bench_pipeline_command)
+
+`bench_pipeline_command` is defined in bench_cmd.py (as `bench_pipeline`, registered there);
+the name stays here for main.py.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+from recstream.bench_cmd import bench_pipeline as bench_pipeline_command
 
 if TYPE_CHECKING:
     from recstream.config.settings import Settings
@@ -99,42 +103,6 @@ def eval_command(
         f"throughput {metrics['throughput_eps']:.1f} events/s"
     )
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
-
-
-def bench_pipeline_command(
-    events: Annotated[int, typer.Option(min=1, help="Synthetic events to send.")] = 5000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    rate: Annotated[
-        float | None,
-        typer.Option(help="Events per second, open loop (default: as fast as the pipeline goes)."),
-    ] = None,
-    max_in_flight: Annotated[
-        int | None,
-        typer.Option(
-            help="Without --rate: events sent but not yet reflected by a list, at most "
-            "(default 64 per worker; 0: no limit, a backlog forms)."
-        ),
-    ] = None,
-    json_file: Annotated[
-        Path | None, typer.Option("--json", help="Also write the JSON here.")
-    ] = None,
-) -> None:
-    """Sustained events/s and event→list latency through the real broker and W workers."""
-    from recstream.bench_pipeline import run_pipeline_bench
-    from recstream.models.errors import RecstreamError
-
-    try:
-        result = run_pipeline_bench(
-            _settings(), events, workers, rate, max_in_flight=max_in_flight, console=err
-        )
-    except RecstreamError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    text = json.dumps(result, indent=2)
-    typer.echo(text)
-    if json_file is not None:
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(text + "\n")
 
 
 # Stand-alone use before the commands are registered: python -m recstream.eval_cmd eval ...
