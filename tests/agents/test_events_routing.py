@@ -112,7 +112,6 @@ def test_hostile_event_becomes_a_dead_letter_and_the_agent_goes_on(
         assert letter["error"] == "ValidationError" and letter["offset"] == 1
         assert base64.b64decode(letter["value_b64"]) == payload
         assert [r["as_of"]["event_id"] for r in lists(h, "u1")] == ["e0", "e2"]
-        assert not h.sent(h.topics.user_texts)  # the bad search never reached the embedder
 
     run_scenario(scenario)
 
