@@ -15,10 +15,10 @@ import numpy as np
 
 from recstream.models.errors import ValidationError
 from recstream.models.interest_state import InterestEvent, InterestParams, InterestState
+from recstream.models.vocabulary import EVENT_TYPES
 
 # Event mix of the synthetic generator's defaults (evaluation/synthetic.py), so the bench exercises
 # each branch of update() about as often as live traffic does.
-_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rate", "search", "skip", "dislike")
 _EVENT_SHARES = np.array([0.52, 0.20, 0.06, 0.03, 0.05, 0.06, 0.06, 0.02])
 _N_CATEGORIES = 20
 _N_ITEMS = 5000
@@ -60,14 +60,14 @@ def run_state_bench(
     clock = time.perf_counter_ns
     for u in range(n_users):
         state = InterestState(params)
-        types = rng.choice(len(_EVENT_TYPES), events_per_user, p=shares)
+        types = rng.choice(len(EVENT_TYPES), events_per_user, p=shares)
         items = rng.integers(0, _N_ITEMS, events_per_user)
         gaps = rng.exponential(3600.0, events_per_user)
         ts = t0 + float(rng.uniform(0, 30 * 86_400)) + np.cumsum(gaps)
         calls: list[tuple[InterestEvent, np.ndarray | None, tuple[str, ...], np.ndarray | None]]
         calls = []
         for j in range(events_per_user):
-            etype = _EVENT_TYPES[int(types[j])]
+            etype = EVENT_TYPES[int(types[j])]
             event_id = str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | u << 16 | j))
             if etype == "search":
                 event = InterestEvent(event_id, etype, float(ts[j]))

@@ -16,19 +16,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recstream.models import vocabulary
+
 #: The Kafka version the local broker runs; the pom in config/kafka pins the same one.
 KAFKA_VERSION = "3.9.1"
 
-EVENT_TYPES: tuple[str, ...] = (
-    "view",
-    "click",
-    "add_to_cart",
-    "purchase",
-    "rate",
-    "search",
-    "skip",
-    "dislike",
-)
+#: Every event type of the wire format (defined with the rest of the event vocabulary).
+EVENT_TYPES = vocabulary.EVENT_TYPES
 
 
 def _default_home() -> Path:

@@ -26,18 +26,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from recstream.models.errors import ValidationError
+from recstream.models.vocabulary import BASELINE_EVENT_WEIGHTS, BASELINE_MIN_RATING
 
-DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {
-    "view": 1.0,
-    "click": 1.0,
-    "add_to_cart": 2.0,
-    "purchase": 3.0,
-    "rate": 1.0,
-}
-"""Weight of each positive event type; types not listed (search, skip, dislike) weigh 0."""
+#: Weight of each positive event type; types not listed (search, skip, dislike) weigh 0.
+DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = BASELINE_EVENT_WEIGHTS
 
-DEFAULT_MIN_RATING = 3.5
-"""Ratings below this (on MovieLens' 0.5..5 scale) are not positive feedback."""
+#: Ratings below this (on MovieLens' 0.5..5 scale) are not positive feedback.
+DEFAULT_MIN_RATING = BASELINE_MIN_RATING
 
 
 class Recommender(Protocol):

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from recstream.evaluation.synthetic import WireEvent, WireItem
 from recstream.models.errors import DatasetError, ValidationError
+from recstream.models.vocabulary import RATING_NEGATIVE, RATING_POSITIVE
 
 _log = logging.getLogger(__name__)
 
@@ -220,9 +221,9 @@ def _read_100k(folder: Path) -> _Parsed:
 
 def _event_type(rating: float) -> str:
     """Wire event type of a star rating (see the module docstring)."""
-    if rating >= 4.0:
+    if rating >= RATING_POSITIVE:
         return "rate"
-    if rating <= 2.0:
+    if rating <= RATING_NEGATIVE:
         return "dislike"
     return "view"
 

@@ -36,13 +36,12 @@ from recstream.evaluation.metrics import (
     reciprocal_rank,
 )
 from recstream.models.errors import ValidationError
+from recstream.models.vocabulary import ALWAYS_TARGET_TYPES, RATING_POSITIVE
 
 L = TypeVar("L")
 
-#: Event types that are positive consumption whatever the data set.
-ALWAYS_TARGET_TYPES: frozenset[str] = frozenset({"click", "add_to_cart", "purchase"})
 #: A rating counts as a target from this many stars (MovieLens' 0.5..5 scale).
-DEFAULT_MIN_TARGET_RATING = 4.0
+DEFAULT_MIN_TARGET_RATING = RATING_POSITIVE
 
 
 def is_target(

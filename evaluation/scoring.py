@@ -27,6 +27,7 @@ from recstream.evaluation.prequential import (
     total_variation,
 )
 from recstream.evaluation.replay import PROBE_PREFIX, CollectedList
+from recstream.models.vocabulary import CONSUMED_EVENT_TYPES
 
 K = 10
 RECALL_K = 20
@@ -36,9 +37,7 @@ SYSTEM_UNDER_TEST = "recstream"
 
 def _consumed_rule(settings: Settings) -> tuple[frozenset[str], int]:
     """What the worker excludes from a user's lists: items of recent non-search events."""
-    from recstream.models.interest_state import DEFAULT_CONSUMED_EVENT_TYPES
-
-    return frozenset(DEFAULT_CONSUMED_EVENT_TYPES), settings.max_consumed
+    return frozenset(CONSUMED_EVENT_TYPES), settings.max_consumed
 
 
 def run_baselines(

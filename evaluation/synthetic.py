@@ -47,20 +47,14 @@ from typing import TypedDict
 import numpy as np
 
 from recstream.models.errors import ValidationError
+from recstream.models.vocabulary import (
+    EVENT_TYPES,
+    NEGATIVE_EVENT_TYPES,
+    RATING_NEGATIVE,
+    RATING_POSITIVE,
+)
 
 SECONDS_PER_DAY = 86_400.0
-
-EVENT_TYPES: tuple[str, ...] = (
-    "view",
-    "click",
-    "add_to_cart",
-    "purchase",
-    "rate",
-    "search",
-    "skip",
-    "dislike",
-)
-"""Every event type of the wire format, in a fixed order (the order shares are drawn in)."""
 
 
 class WireEvent(TypedDict):
@@ -91,11 +85,6 @@ class WireItem(TypedDict):
     attributes: dict[str, str]
     ts: float
 
-
-POSITIVE_EVENT_TYPES: frozenset[str] = frozenset(
-    {"view", "click", "add_to_cart", "purchase", "rate"}
-)
-NEGATIVE_EVENT_TYPES: frozenset[str] = frozenset({"skip", "dislike"})
 
 DEFAULT_EVENT_TYPE_SHARES: tuple[tuple[str, float], ...] = (
     ("view", 0.52),
@@ -473,9 +462,9 @@ class _World:
         """
         raw = 1.0 + 4.0 * affinity + rng.normal(0.0, 0.6)
         rating = float(min(5.0, max(0.5, round(raw * 2.0) / 2.0)))
-        if rating >= 4.0:
+        if rating >= RATING_POSITIVE:
             mood = "loved the"
-        elif rating <= 2.0:
+        elif rating <= RATING_NEGATIVE:
             mood = "disappointing on"
         else:
             mood = "decent take on"

@@ -68,39 +68,34 @@ import numpy.typing as npt
 
 from recstream.models import decay
 from recstream.models.errors import StateError, ValidationError
+from recstream.models.vocabulary import (
+    CONSUMED_EVENT_TYPES,
+    DEFAULT_EVENT_WEIGHTS,
+    RATING_NEGATIVE,
+    RATING_POSITIVE,
+    RATING_WEIGHT_NEGATIVE,
+    RATING_WEIGHT_NEUTRAL,
+    RATING_WEIGHT_POSITIVE,
+    TEXT_EVENT_TYPES,
+)
 
 Horizon = Literal["short", "long"]
 FloatVec = npt.NDArray[np.float32]
 
 _NEG_INF = -math.inf
 
-DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {
-        "view": 1.0,
-        "click": 2.0,
-        "add_to_cart": 4.0,
-        "purchase": 8.0,
-        "search": 1.5,
-        "skip": -1.0,
-        "dislike": -4.0,
-    }
-)
-"""Signed weight per event type; "rate" is absent because it is weighted by its rating."""
-
-DEFAULT_CONSUMED_EVENT_TYPES: frozenset[str] = frozenset(
-    {"view", "click", "add_to_cart", "purchase", "rate", "skip", "dislike"}
-)
-"""Events whose item counts as consumed (excluded from recommendations): all but search."""
+#: Events whose item counts as consumed (excluded from recommendations): all but search.
+DEFAULT_CONSUMED_EVENT_TYPES: frozenset[str] = CONSUMED_EVENT_TYPES
 
 
 def rating_weight(
     value: float,
     *,
-    high: float = 4.0,
-    low: float = 2.0,
-    positive: float = 4.0,
-    negative: float = -4.0,
-    neutral: float = 0.5,
+    high: float = RATING_POSITIVE,
+    low: float = RATING_NEGATIVE,
+    positive: float = RATING_WEIGHT_POSITIVE,
+    negative: float = RATING_WEIGHT_NEGATIVE,
+    neutral: float = RATING_WEIGHT_NEUTRAL,
 ) -> float:
     """The signed weight of a rating `value` (1–5 scale by default).
 
@@ -155,12 +150,12 @@ class InterestParams:
     event_weights: Mapping[str, float] = field(
         default_factory=lambda: DEFAULT_EVENT_WEIGHTS, hash=False
     )
-    rating_high: float = 4.0
-    rating_low: float = 2.0
-    rating_positive: float = 4.0
-    rating_negative: float = -4.0
-    rating_neutral: float = 0.5
-    text_event_types: frozenset[str] = frozenset({"search"})
+    rating_high: float = RATING_POSITIVE
+    rating_low: float = RATING_NEGATIVE
+    rating_positive: float = RATING_WEIGHT_POSITIVE
+    rating_negative: float = RATING_WEIGHT_NEGATIVE
+    rating_neutral: float = RATING_WEIGHT_NEUTRAL
+    text_event_types: frozenset[str] = TEXT_EVENT_TYPES
     review_text_weight: float = 1.0
     consumed_event_types: frozenset[str] = DEFAULT_CONSUMED_EVENT_TYPES
 

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recstream.models.errors import StateError, ValidationError
+from recstream.models.vocabulary import FEEDBACK_SIGNS, RATING_NEGATIVE, RATING_POSITIVE
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -287,42 +288,24 @@ class WeightState:
         return f"WeightState(weights={self._weights.tolist()}, n={self._n})"
 
 
-# Event types the serving layer emits, mapped to the sign of the weight update.
-# - Consumption (click, add_to_cart, purchase) is positive: the user picked this item over the
-#   rest of the list, which is exactly the comparison d − μ encodes.
-# - skip and dislike are negative: the item was rejected, so the signals that put it there
-#   lose weight.
-# - view is neutral (0). Views fire for whatever is on screen, mostly the top slots, which the
-#   currently heaviest signals put there; counting them as positive would reward the ranking
-#   for its own position bias and lock in the current weights (a feedback loop).
-_EVENT_SIGNS: dict[str, int] = {
-    "click": 1,
-    "add_to_cart": 1,
-    "purchase": 1,
-    "skip": -1,
-    "dislike": -1,
-    "view": 0,
-}
-
-
 def feedback_sign(event_type: str, rating: float | None = None) -> int:
     """+1 (positive), −1 (negative) or 0 (no update) for a feedback event.
 
     ``rate`` needs ``rating`` on the 1–5 scale: ≥ 4 positive, ≤ 2 negative, in between 0.
     Event names are matched case-insensitively. Unknown events raise ValidationError rather
-    than silently teaching nothing. See the table above for the reasoning per event.
+    than silently teaching nothing. See FEEDBACK_SIGNS for the reasoning per event.
     """
     kind = event_type.strip().lower()
     if kind == "rate":
         if rating is None or not math.isfinite(rating):
             raise ValidationError(f"event 'rate' needs a finite rating, got {rating!r}")
-        if rating >= 4.0:
+        if rating >= RATING_POSITIVE:
             return 1
-        if rating <= 2.0:
+        if rating <= RATING_NEGATIVE:
             return -1
         return 0
     try:
-        return _EVENT_SIGNS[kind]
+        return FEEDBACK_SIGNS[kind]
     except KeyError:
-        known = sorted([*_EVENT_SIGNS, "rate"])
+        known = sorted([*FEEDBACK_SIGNS, "rate"])
         raise ValidationError(f"unknown feedback event {event_type!r}; known: {known}") from None

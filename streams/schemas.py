@@ -11,7 +11,7 @@ import math
 import re
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-EventType = Literal["view", "click", "add_to_cart", "purchase", "rate", "search", "skip", "dislike"]
+from recstream.models.vocabulary import EventType
 
 # Unicode categories no id may contain: controls (Cc: NUL, tab, newline, and SEP "\x1f",
 # which joins the parts of composite ids), format characters (Cf: zero-width and bidi
