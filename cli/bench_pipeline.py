@@ -23,7 +23,8 @@ worker, so every worker is kept busy without a backlog; 0: no limit, the whole s
 - ``records_by_topic``: per topic (name without the run's prefix): ``records`` during the
   replay, ``per_event``, and ``startup`` (records before the replay), most expensive first;
 - ``list_record_bytes``: size of the median-sized list record of a sample of the run's lists,
-  the passthrough's template.
+  the passthrough's template (the replay asks for at least 20 items per list, twice the
+  default top 10, so these records are about twice a default list's size).
 
 Paced run, ``paced`` (``--rate R``, default 1000 events/s; ``--rate 0``: skipped, null): the
 same events sent open loop at R events/s (a schedule, not a window), so the latency is the
@@ -41,7 +42,8 @@ costs). ``--no-passthrough`` skips it (null).
 
 Also ``overrides`` (settings passed to the workers with ``--set``), ``targets`` (the issue's
 targets with the measured figure, whether it is met, and for throughput whether the
-passthrough ceiling itself is below the target), ``notes`` and ``machine``.
+passthrough ceiling itself is below the target), ``notes`` (replay notes; when an event was
+never reflected, the work folder with the worker logs is kept and named here) and ``machine``.
 """
 
 from __future__ import annotations
@@ -467,9 +469,12 @@ def run_pipeline_bench(
         pt["large_batches"] = {
             k: large[k] for k in ("events_per_s", "read", "written", "seconds", "producer")
         }
-    if work_dir is None:
+    incomplete = bool(unpaced.unreflected) or bool(paced and not paced["all_reflected"])
+    if work_dir is None and not incomplete:
         # Kept on failure (replay raised above) so that the worker logs can be read.
         shutil.rmtree(folder, ignore_errors=True)
+    elif incomplete:
+        notes.append(f"some events were never reflected; worker logs kept under {folder}")
 
     pt_eps = pt["events_per_s"] if pt else None
     rankers = sorted({r.ranker for r in unpaced.lists})

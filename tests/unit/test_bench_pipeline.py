@@ -223,6 +223,7 @@ def test_json_shape_without_a_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert passthroughs[0]["list_record"] == {"user_id": "u1", "items": []}
     assert out["overrides"] == {"ranker": "popularity"}
     assert out["targets"]["events_per_s_per_worker"]["every_event_reflected"] is False
+    assert any("worker logs kept under" in n for n in out["notes"])  # an event was never reflected
 
 
 def test_rate_zero_and_no_passthrough_give_nulls(
