@@ -13,13 +13,12 @@ import faust
 
 from recstream.agents.dead_letters import send_dead_letter
 from recstream.agents.embedding import EmbeddingRuntime, encode_vector
-from recstream.agents.events import limits_from
 from recstream.agents.offsets import OffsetGapGuard
 from recstream.agents.tables import Tables
 from recstream.config.settings import Settings
 from recstream.models.errors import ValidationError
 from recstream.models.item_text import item_text, text_key
-from recstream.streams.codecs import decode_item
+from recstream.streams.codecs import Limits, decode_item
 from recstream.streams.records import EmbedRequest, ItemVector
 from recstream.streams.topics import Topics
 
@@ -31,7 +30,7 @@ def register_catalog(
     tables: Tables,
     runtime: EmbeddingRuntime,
 ) -> dict[str, faust.types.AgentT]:
-    limits = limits_from(settings)
+    limits = Limits.from_settings(settings)
 
     def write(item_id: str, entry: dict[str, Any] | None) -> None:
         # Local writes are not read back from the changelog on this worker: mirror them here.

@@ -1,59 +1,61 @@
-"""The user-events agents: validate → feedback → update the user's state → fan out → publish.
+"""The user-events agent: a thin micro-batch shell around the engine (models/recommender.py).
 
-Partitioned by user (the `events` key); every agent here writes tables and runs with
-concurrency 1. One event, in order:
+Partitioned by user (the `events` key); concurrency 1, since it writes tables. One batch (at
+most `batch_max_events` records, or what arrived within `batch_wait_s`), in order:
 
-1. decode and validate; a bad record goes to the dead letters (the worker never crashes on
-   data), a record keyed by something other than its user_id is re-sent keyed right;
-2. an event with text (a search query, a review) waits for its embedding: it goes to the
-   batched text embedder and comes back on `user-text-vectors` (step 3 then runs there);
-3. `apply_event`: skip a duplicate (event_id already applied); feedback moves the user's and
-   the partition's global fusion weights (the η rule); the interest state takes the item's
-   vector, categories and any text vector; co-visitation pairs and popularity hits are
-   repartitioned by item; a list is published (debounced).
+1. decode and validate each record; a bad one goes to the dead letters (the worker never
+   crashes on data), a record placed on another partition than its user's (another
+   partitioner, another key) is re-sent once to the owner's partition (agents/routing.py);
+2. embed the batch's texts (search queries, reviews) in one call, through the vector cache;
+3. read each user's record once, `engine.apply` then `engine.rank` the whole batch;
+4. write each changed user once, this batch's shared-statistics delta once per partition,
+   send the lists; Faust acks the batch after this body.
+
+Debounce (`debounce_s` > 0): the engine ranks each user once per batch (after its last event),
+and a user gets at most one list per `debounce_s` wall seconds; a list held back is replaced
+by the user's newer ones and sent by a timer when the interval ends, so the last list sent
+reflects the user's last event.
+
+An event the engine refuses is dead-lettered and the rest of the batch applied; if the batch
+fails as a whole (a bug, not data), it is retried event by event and only the events that
+fail again are dead-lettered. Duplicates (an event id already applied: at-least-once
+redelivery) change nothing and publish nothing.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 import numpy as np
 
+from recstream.agents.current_event import as_current_event
 from recstream.agents.dead_letters import send_dead_letter
-from recstream.agents.embedding import EmbeddingRuntime, decode_vector, encode_vector
+from recstream.agents.embedding import EmbeddingRuntime
+from recstream.agents.engine_runtime import EngineRuntime
 from recstream.agents.offsets import OffsetGapGuard
-from recstream.agents.publisher import ListPublisher
-from recstream.agents.ranking import FusedRanker, UserRanking
 from recstream.agents.routing import reroute
-from recstream.agents.state import interest_params, load_user_state
 from recstream.agents.tables import Tables
-from recstream.agents.windows import (
-    SEP,
-    WindowTables,
-    add_user_categories,
-    user_window_counts,
-)
 from recstream.config.settings import Settings
-from recstream.models.covisitation import pair_increments
+from recstream.models.catalog import Catalog
 from recstream.models.errors import RecstreamError, ValidationError
-from recstream.models.interest_posterior import category_evidence_from_text
-from recstream.models.interest_state import InterestEvent
 from recstream.models.item_text import clean_text, text_key
-from recstream.models.weights import WeightState, feedback_sign
+from recstream.models.recommender import Event, ListPolicy, RecList, Recommender
+from recstream.models.shared_stats import SharedDelta
+from recstream.models.user_record import UserRecord
 from recstream.streams.codecs import Limits, decode_event
-from recstream.streams.records import CoVisitIncrements, EmbeddedText, ItemHit, UserText
+from recstream.streams.records import AsOf, Recommendation, RecommendedItem
 from recstream.streams.schemas import EventIn
 from recstream.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
-
-def limits_from(settings: Settings) -> Limits:
-    return Limits.from_settings(settings)
+#: Co-visit pairs per shared-delta record at most (keeps records far below Kafka's 1 MB).
+DELTA_PAIRS_PER_RECORD = 4000
 
 
 def derived_event_id(event: faust.types.EventT) -> str:
@@ -65,191 +67,226 @@ def derived_event_id(event: faust.types.EventT) -> str:
     return f"{msg.topic}:{msg.partition}:{msg.offset}"
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """One good record of a batch: the Faust event, its validated payload and its id."""
+
+    event: faust.types.EventT
+    payload: EventIn
+    event_id: str
+
+
+class EventsShell:
+    """Reads a batch → calls the engine → writes each changed key once → sends."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics,
+        tables: Tables,
+        runtime: EmbeddingRuntime,
+        engine_rt: EngineRuntime,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.tables = tables
+        self.runtime = runtime
+        self.engine_rt = engine_rt
+        self.limits = Limits.from_settings(settings)
+        self.policy: ListPolicy = "every" if settings.debounce_s <= 0 else "last"
+        self.published = 0
+        self._last_sent: dict[str, float] = {}  # user → monotonic time of its last list
+        self._pending: dict[str, tuple[RecList, Catalog]] = {}  # lists held back by debounce
+
+    async def decode(self, batch: Sequence[faust.types.EventT]) -> list[Decoded]:
+        """The batch's good records in order; bad ones dead-lettered, misplaced ones moved."""
+        out: list[Decoded] = []
+        for event in batch:
+            try:
+                ev = decode_event(event.value, self.limits)
+            except ValidationError as exc:
+                await send_dead_letter(self.topics, event, exc)
+                continue
+            except Exception as exc:
+                await send_dead_letter(self.topics, event, ValidationError(f"undecodable: {exc!r}"))
+                continue
+            key = event.key if isinstance(event.key, bytes) else None
+            move = reroute(
+                ev.user_id, key, event.message.partition, self.settings.events_partitions
+            )
+            if move is not None:
+                await self.topics.events.send(
+                    key=move.key, value=event.value, partition=move.partition
+                )
+                continue
+            out.append(Decoded(event, ev, ev.event_id or derived_event_id(event)))
+        return out
+
+    async def to_engine(self, decoded: Sequence[Decoded], model_id: str) -> list[Event]:
+        """Engine events, with the batch's texts embedded in one call (cached by text)."""
+        texts = {i: clean_text(d.payload.text) for i, d in enumerate(decoded) if d.payload.text}
+        texts = {i: t for i, t in texts.items() if t}
+        vectors: dict[int, np.ndarray | None] = {}
+        if texts:
+            keys = [text_key(model_id, t) for t in texts.values()]
+            found = await self.runtime.embed(keys, list(texts.values()))
+            vectors = dict(zip(texts, found, strict=True))
+        return [
+            Event(
+                user_id=d.payload.user_id,
+                event_id=d.event_id,
+                event_type=d.payload.event_type,
+                ts=d.payload.ts,
+                item_id=d.payload.item_id,
+                value=d.payload.value,
+                rec_id=d.payload.rec_id,
+                text_vec=vectors.get(i),
+                shard=d.event.message.partition,
+            )
+            for i, d in enumerate(decoded)
+        ]
+
+    def load_states(self, decoded: Sequence[Decoded]) -> dict[str, UserRecord | None]:
+        """Each user's record, read once under an event of the user's own partition."""
+        states: dict[str, UserRecord | None] = {}
+        for d in decoded:
+            user = d.payload.user_id
+            if user not in states:
+                with as_current_event(d.event):
+                    states[user] = self.engine_rt.load_state(self.tables.user_state.get(user))
+        return states
+
+    async def process(self, batch: Sequence[faust.types.EventT]) -> None:
+        if self.engine_rt.needs_scan:
+            self.engine_rt.scan(self.tables.shared_deltas, self.tables.catalog)
+        decoded = await self.decode(batch)
+        if not decoded:
+            return
+        encoder = await self.runtime.encoder()
+        engine = self.engine_rt.engine(encoder.dim)
+        events = await self.to_engine(decoded, encoder.model_id)
+        try:
+            await self.run(engine, decoded, events)
+        except Exception:
+            log.exception("a batch of %d events failed; retrying them one by one", len(events))
+            for d, ev in zip(decoded, events, strict=True):
+                try:
+                    await self.run(engine, [d], [ev])
+                except Exception as exc:
+                    log.exception("processing failed for an event of user %s", ev.user_id)
+                    await send_dead_letter(
+                        self.topics, d.event, RuntimeError(f"processing failed: {exc!r}")
+                    )
+
+    async def run(
+        self, engine: Recommender, decoded: Sequence[Decoded], events: list[Event]
+    ) -> None:
+        states = self.load_states(decoded)
+        applied = engine.apply(states, events, lists=self.policy)
+        lists = engine.rank(applied)
+        by_id = {d.event_id: d for d in decoded}
+        for event_id, reason in applied.rejected:
+            await send_dead_letter(self.topics, by_id[event_id].event, ValidationError(reason))
+        last = {d.payload.user_id: d.event for d in decoded}
+        for user, rec in applied.states.items():
+            with as_current_event(last[user]):
+                self.tables.user_state[user] = rec.to_bytes()
+        self.write_deltas(applied.deltas, decoded)
+        for lst in lists:
+            if self.due(lst.user_id):
+                await self.send(lst, engine.catalog)
+            else:
+                self._pending[lst.user_id] = (lst, engine.catalog)
+
+    def due(self, user_id: str) -> bool:
+        """With debounce, a user gets a list at most every `debounce_s` wall seconds."""
+        last = self._last_sent.get(user_id)
+        return last is None or time.monotonic() - last >= self.settings.debounce_s
+
+    async def send(self, lst: RecList, catalog: Catalog) -> None:
+        self._pending.pop(lst.user_id, None)
+        await self.topics.recommendations.send(key=lst.user_id, value=wire(lst, catalog))
+        if self.settings.debounce_s > 0:
+            self._last_sent[lst.user_id] = time.monotonic()
+        self.published += 1
+
+    async def flush_due(self) -> None:
+        """Send the held-back lists whose interval has ended (the newest list of each user:
+        it reflects the user's last event so far). Sends need no table context."""
+        for user_id in [u for u in self._pending if self.due(u)]:
+            lst, catalog = self._pending[user_id]
+            await self.send(lst, catalog)
+
+    def write_deltas(self, deltas: dict[int, SharedDelta], decoded: Sequence[Decoded]) -> None:
+        """One delta record (or a few pieces) per partition of the batch, applied here too:
+        Faust does not read a worker's own writes back from the changelog."""
+        last_of: dict[int, faust.types.EventT] = {}
+        for d in decoded:
+            last_of[d.event.message.partition] = d.event
+        for shard, delta in deltas.items():
+            if not delta or shard not in last_of:
+                continue
+            event = last_of[shard]
+            for j, piece in enumerate(delta.split(DELTA_PAIRS_PER_RECORD)):
+                key = f"{shard}:{event.message.offset}:{j}"
+                with as_current_event(event):
+                    self.tables.shared_deltas[key] = piece.to_dict()
+                self.engine_rt.apply_delta(key, piece)
+
+
+def wire(lst: RecList, catalog: Catalog) -> Recommendation:
+    """The output record of a list (publish time `ts` is the wall clock, here)."""
+    titles, rows = catalog.titles, catalog.row_of
+    return Recommendation(
+        user_id=lst.user_id,
+        rec_id=lst.rec_id,
+        ts=time.time(),
+        as_of=AsOf(event_id=lst.as_of_event_id, ts=lst.as_of_ts),
+        ranker=lst.ranker,
+        items=[
+            RecommendedItem(
+                item_id=r.item_id,
+                score=r.score,
+                contributions=r.contributions,
+                title=(titles[rows[r.item_id]] if r.item_id in rows else "") or None,
+                signals=r.signals or None,
+            )
+            for r in lst.items
+        ],
+        weights=lst.weights,
+        top_interests=lst.top_interests,
+        signal_bounds=lst.bounds,
+    )
+
+
 def register_events(
     app: faust.App,
     settings: Settings,
     topics: Topics,
     tables: Tables,
-    publisher: ListPublisher,
     runtime: EmbeddingRuntime,
-    ranker: FusedRanker,
-    windows: WindowTables,
+    engine_rt: EngineRuntime,
 ) -> dict[str, faust.types.AgentT]:
-    limits = limits_from(settings)
-    params = interest_params(settings)
+    shell = EventsShell(settings, topics, tables, runtime, engine_rt)
+    guard = OffsetGapGuard(app, [topics.events.get_topic_name()])
+    if settings.debounce_s > 0:
+        app.timer(interval=max(settings.debounce_s / 4, 0.05))(shell.flush_due)
 
-    async def apply_event(
-        ev: EventIn, event_id: str, partition: int, text_vec: np.ndarray | None = None
-    ) -> None:
-        state = load_user_state(tables.user_state.get(ev.user_id), params)
-        if state.has_seen(event_id):
-            return  # a duplicate (at-least-once redelivery): state and outputs stay as they are
-        ranking = UserRanking.load(tables.user_ranking.get(ev.user_id))
+    async def rescan(sender: Any, tps: set[Any], **_: Any) -> None:
+        engine_rt.needs_scan = True  # partitions moved: the stores may hold unread records
 
-        # Feedback on the lists served so far moves the fusion weights (before the state
-        # changes: d is measured as the list was served).
-        if ev.item_id is not None and settings.ranker == "fused":
-            sign = feedback_sign(ev.event_type, ev.value)
-            served = (tables.served_lists.get(ev.user_id) or {}).get("lists") or []
-            moved = ranker.feedback(ranking, served, state, ev.item_id, sign, ev.rec_id)
-            if moved is not None:
-                key = f"p{partition}"
-                current = tables.global_weights.get(key)
-                gw = (
-                    WeightState.from_dict(current["weights"])
-                    if current
-                    else WeightState.uniform(len(moved[0]))
-                )
-                if gw.update(moved[0], moved[1], ranker.eta_global, sign=sign):
-                    tables.global_weights[key] = {"weights": gw.to_dict()}
-
-        item_vec = runtime.item_vector(ev.item_id) if ev.item_id else None
-        categories = list(runtime.item_categories.get(ev.item_id, ())) if ev.item_id else []
-        if ev.item_id and not categories:
-            meta = tables.catalog.get(ev.item_id)
-            categories = list((meta or {}).get("categories") or ())
-        text_categories = None
-        if text_vec is not None:
-            centroids = runtime.category_centroids()
-            if centroids is not None:
-                labels, matrix = centroids
-                shares = category_evidence_from_text(text_vec, matrix)
-                text_categories = dict(zip(labels, (float(x) for x in shares), strict=True))
-        state.update(
-            InterestEvent(
-                event_id=event_id,
-                event_type=ev.event_type,
-                ts=ev.ts,
-                item_id=ev.item_id,
-                value=ev.value,
-            ),
-            item_vec=item_vec,
-            categories=categories,
-            text_vec=text_vec,
-            text_categories=text_categories,
-        )
-        weight = params.weight_of(ev.event_type, ev.value)
-        if ev.item_id is not None and weight > 0:
-            increments = pair_increments(
-                ranking.recent,
-                ev.item_id,
-                ev.ts,
-                window_s=settings.covisit_window_s,
-                gap_half_life_s=settings.covisit_window_s / 2,
-            )
-            # Sorted by item_id: one record per item carries all of this event's increments
-            # to that item's neighbours.
-            for target, group in itertools.groupby(increments, key=lambda inc: inc.item_id):
-                incs = list(group)
-                await topics.covisit_pairs.send(
-                    key=target,
-                    value=CoVisitIncrements(
-                        item_id=target,
-                        neighbours=[inc.neighbour_id for inc in incs],
-                        weights=[inc.weight for inc in incs],
-                        ts=[inc.ts for inc in incs],
-                        increments_id=f"{event_id}{SEP}{target}",
-                    ),
-                )
-            ranking.recent = [(i, t) for i, t in ranking.recent if i != ev.item_id]
-            ranking.recent.append((ev.item_id, ev.ts))
-            ranking.recent = ranking.recent[-settings.covisit_recent :]
-            await topics.item_hits.send(
-                key=ev.item_id,
-                value=ItemHit(item_id=ev.item_id, event_id=event_id, ts=ev.ts, weight=weight),
-            )
-        if weight > 0 and categories:
-            add_user_categories(windows, ev.user_id, categories, ev.ts)
-            # Windowed values are read inside the stream (where the store knows the
-            # partition) and kept with the user's ranking state for inspection.
-            ranking.window_counts = user_window_counts(windows, ev.user_id, ev.ts)
-        tables.user_state[ev.user_id] = state.to_bytes()
-        tables.user_ranking[ev.user_id] = ranking.dump()
-        await publisher.on_user_event(ev.user_id, state, event_id)
-
-    async def guarded(event: faust.types.EventT, coro: Any, user_id: str) -> None:
-        try:
-            await coro
-        except RecstreamError as exc:
-            await send_dead_letter(topics, event, exc)
-        except faust.exceptions.FaustError:
-            raise  # a deployment problem (e.g. partition mismatch), not bad data: fail loudly
-        except Exception as exc:
-            log.exception("processing failed for an event of user %s", user_id)
-            await send_dead_letter(topics, event, RuntimeError(f"processing failed: {exc!r}"))
-
-    guard_events = OffsetGapGuard(app, [topics.events.get_topic_name()])
+    app.on_partitions_assigned.connect(rescan)  # type: ignore[arg-type]
 
     @app.agent(topics.events, name=f"{settings.app_id}.events", concurrency=1)
     async def events(stream: faust.StreamT) -> None:
-        encoder = await runtime.encoder()
-        async for event in guard_events.events(stream):
+        await runtime.encoder()
+        async for batch in guard.batches(stream, settings.batch_max_events, settings.batch_wait_s):
             try:
-                ev = decode_event(event.value, limits)
-            except ValidationError as exc:
-                await send_dead_letter(topics, event, exc)
-                continue
-            except Exception as exc:
-                await send_dead_letter(topics, event, ValidationError(f"undecodable: {exc!r}"))
-                continue
-            key = event.key if isinstance(event.key, bytes) else None
-            move = reroute(ev.user_id, key, event.message.partition, settings.events_partitions)
-            if move is not None:
-                # State is partitioned by user (murmur2, as Faust's tables and web routes): a
-                # record keyed otherwise or placed by another partitioner is re-sent once, to
-                # the owner's partition, and applied there (agents/routing.py).
-                await topics.events.send(key=move.key, value=event.value, partition=move.partition)
-                continue
-            event_id = ev.event_id or derived_event_id(event)
-            if ev.text and clean_text(ev.text):
-                await topics.user_texts.send(
-                    key=ev.user_id,
-                    value=UserText(
-                        event=ev.model_dump_json(),
-                        event_id=event_id,
-                        text_key=text_key(encoder.model_id, clean_text(ev.text)),
-                    ),
-                )
-                continue
-            await guarded(event, apply_event(ev, event_id, event.message.partition), ev.user_id)
+                await shell.process(batch)
+            except RecstreamError as exc:
+                # Not data (decode errors are handled per record): e.g. the encoder failed.
+                log.error("batch of %d events not processed: %s", len(batch), exc)
+                for event in batch:
+                    await send_dead_letter(topics, event, exc)
 
-    guard_user_texts = OffsetGapGuard(app, [topics.user_texts.get_topic_name()])
-
-    @app.agent(topics.user_texts, name=f"{settings.app_id}.text-embedder", concurrency=1)
-    async def text_embedder(stream: faust.StreamT) -> None:
-        async for events in guard_user_texts.batches(
-            stream, settings.embed_batch_size, settings.embed_wait_s
-        ):
-            batch = [event.value for event in events]
-            texts = [clean_text(json.loads(r.event).get("text") or "") for r in batch]
-            vectors = await runtime.embed([r.text_key for r in batch], texts)
-            for req, vec in zip(batch, vectors, strict=True):
-                user_id = json.loads(req.event)["user_id"]
-                await topics.user_text_vectors.send(
-                    key=user_id,
-                    value=EmbeddedText(
-                        event=req.event,
-                        event_id=req.event_id,
-                        vec=None if vec is None else encode_vector(vec),
-                    ),
-                )
-
-    guard_user_text_vectors = OffsetGapGuard(app, [topics.user_text_vectors.get_topic_name()])
-
-    @app.agent(topics.user_text_vectors, name=f"{settings.app_id}.user-text", concurrency=1)
-    async def user_text(stream: faust.StreamT) -> None:
-        async for event in guard_user_text_vectors.events(stream):
-            rec = event.value
-            try:
-                ev = EventIn.model_validate_json(rec.event)
-                vec = None if rec.vec is None else decode_vector(rec.vec)
-            except Exception as exc:
-                await send_dead_letter(
-                    topics, event, ValidationError(f"corrupt text record: {exc}")
-                )
-                continue
-            await guarded(
-                event, apply_event(ev, rec.event_id, event.message.partition, vec), ev.user_id
-            )
-
-    return {"events": events, "text_embedder": text_embedder, "user_text": user_text}
+    return {"events": events}

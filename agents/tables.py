@@ -19,47 +19,23 @@ from recstream.config.settings import Settings
 @dataclass(frozen=True)
 class Tables:
     user_state: faust.types.TableT
-    """user_id → InterestState bytes (co-partitioned with `events`)."""
-    item_popularity: faust.types.TableT
-    """item_id → ItemPopularity bytes (co-partitioned with the item-hits repartition)."""
-    popular_top: faust.types.tables.GlobalTableT
-    """"p<partition>" → {item_id: log_mass}: a popularity partition's top items (every worker)."""
+    """user_id → UserRecord bytes (models/user_record.py), co-partitioned with `events`: one
+    changelog record per changed user per micro-batch."""
     catalog: faust.types.tables.GlobalTableT
     """item_id → {title, categories, ts, text_key, vec}: the live catalog, on every worker."""
-    latest_lists: faust.types.TableT
-    """user_id → the latest published list (JSON), co-partitioned with `recommendations`."""
-    user_ranking: faust.types.TableT
-    """user_id → UserRanking JSON: fusion weights, recent items, window counts."""
-    served_lists: faust.types.TableT
-    """user_id → the user's last few lists as served (signals, bounds), for feedback."""
-    global_weights: faust.types.tables.GlobalTableT
-    """"p<partition>" → global fusion weights as updated by that partition's users."""
-    covisit: faust.types.tables.GlobalTableT
-    """item_id → CoVisitNeighbours JSON (top-M decayed neighbours) and the hashes of recently
-    applied pair ids, on every worker."""
+    shared_deltas: faust.types.tables.GlobalTableT
+    """"<partition>:<last offset>:<piece>" → SharedDelta JSON: what each events partition's
+    micro-batch taught the shared statistics, read by every worker."""
 
 
 def declare_tables(
     app: faust.App,
     settings: Settings,
     on_catalog_change: Callable[[Any], Awaitable[None]] | None = None,
+    on_shared_delta: Callable[[Any], Awaitable[None]] | None = None,
 ) -> Tables:
     # Faust derives a table's store serializers from key_type/value_type (not from a
     # schema): bytes → raw values, anything else → JSON.
-    def table(name: str, partitions: int, *, raw: bool = False) -> faust.types.TableT:
-        return app.Table(
-            name,
-            # Raw keys (key_type bytes; str keys are written as UTF-8): a key's changelog
-            # partition is that of the event that wrote it (the source topic is keyed by the
-            # raw id), and the web router finds the owning worker by hashing the serialized
-            # key. With JSON keys (b'"u1"') it hashed other bytes than the producers did and
-            # sent about half the requests to a worker without the key.
-            key_type=bytes,
-            value_type=bytes if raw else None,
-            partitions=partitions,
-            default=None,
-        )
-
     def global_table(
         name: str,
         partitions: int,
@@ -75,16 +51,19 @@ def declare_tables(
 
     s = settings
     return Tables(
-        user_state=table("user-state", s.events_partitions, raw=True),
-        item_popularity=table("item-popularity", s.events_partitions, raw=True),
-        # Written by the popularity agent: changelog partition = item-hits partition.
-        popular_top=global_table("popular-top", s.events_partitions),
+        # Raw keys (key_type bytes; str keys are written as UTF-8): a key's changelog
+        # partition is that of the event that wrote it (the source topic is keyed by the raw
+        # id), and the web router finds the owning worker by hashing the serialized key. With
+        # JSON keys (b'"u1"') it hashed other bytes than the producers did.
+        user_state=app.Table(
+            "user-state",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=s.events_partitions,
+            default=None,
+        ),
         # Co-partitioned with the items topic. Every changelog record read (recovery, other
         # workers' writes) also updates the worker's in-memory vector index.
         catalog=global_table("catalog", s.items_partitions, on_catalog_change),
-        latest_lists=table("latest-lists", s.recommendations_partitions),
-        user_ranking=table("user-ranking", s.events_partitions),
-        served_lists=table("served-lists", s.recommendations_partitions),
-        global_weights=global_table("global-weights", s.events_partitions),
-        covisit=global_table("covisit", s.events_partitions),
+        shared_deltas=global_table("shared-deltas", s.events_partitions, on_shared_delta),
     )

@@ -4,7 +4,8 @@ GET /recommendations/{user_id}/  the latest published list
 GET /users/{user_id}/            the user's state: decayed interests, posterior, weights
 GET /items/{item_id}/            a catalog entry with its vector (the catalog is on every worker)
 GET /stats/embedding/            micro-batch sizes and encode times of this worker
-GET /trending/                   the items trending in the current short window
+GET /trending/                   the most popular items (decayed popularity)
+GET /stats/engine/               shared-statistics deltas applied, unreadable records skipped
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import faust
 from faust.web import Request, Response, View
 
 from recstream.agents.embedding import EmbeddingRuntime
+from recstream.agents.engine_runtime import EngineRuntime
 from recstream.agents.inspection import user_report
-from recstream.agents.ranking import FusedRanker, UserRanking
-from recstream.agents.state import interest_params, load_user_state
 from recstream.agents.tables import Tables
-from recstream.agents.windows import WindowTables
 from recstream.config.settings import Settings
+from recstream.models import decay
+from recstream.models.catalog import Catalog
 
 
 def register_web(
@@ -26,44 +27,54 @@ def register_web(
     settings: Settings,
     tables: Tables,
     runtime: EmbeddingRuntime,
-    ranker: FusedRanker,
-    windows: WindowTables,
+    engine: EngineRuntime,
 ) -> None:
-    params = interest_params(settings)
+    def catalog() -> Catalog | None:
+        return engine.engine(runtime.index.dim).catalog if runtime.index is not None else None
 
     @app.page("/recommendations/{user_id}/")
-    @app.table_route(table=tables.latest_lists, match_info="user_id")
+    @app.table_route(table=tables.user_state, match_info="user_id")
     async def recommendations(web: View, request: Request, user_id: str) -> Response:
-        rec = tables.latest_lists.get(user_id)
-        if rec is None:
+        rec = engine.load_state(tables.user_state.get(user_id))
+        if rec is None or rec.last_list is None:
             return web.json({"error": f"no list for user {user_id!r} yet"}, status=404)
-        return web.json(rec)
+        return web.json(rec.last_list)
 
     @app.page("/users/{user_id}/")
     @app.table_route(table=tables.user_state, match_info="user_id")
     async def users(web: View, request: Request, user_id: str) -> Response:
         raw = tables.user_state.get(user_id)
-        if raw is None:
+        rec = engine.load_state(raw)
+        if raw is None or rec is None:
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)
-        state = load_user_state(raw, params)
-        ranking = UserRanking.load(tables.user_ranking.get(user_id))
-        report = user_report(user_id, state, ranking, runtime, ranker)
-        report["window_counts"] = ranking.window_counts
-        return web.json(report)
+        return web.json(user_report(user_id, rec, catalog(), engine.params, raw))
 
     @app.page("/trending/")
     async def trending(web: View, request: Request) -> Response:
-        merged: dict[str, float] = {}
-        latest = 0.0
-        for value in windows.trending_top.values():
-            if value:
-                latest = max(latest, float(value["window_start"]))
-        for value in windows.trending_top.values():
-            if value and float(value["window_start"]) == latest:
-                for item, count in value["items"].items():
-                    merged[item] = merged.get(item, 0.0) + float(count)
-        top = sorted(merged.items(), key=lambda kv: -kv[1])[: settings.trending_top_n]
-        return web.json({"window_start": latest, "items": top})
+        """The most popular items (decayed popularity, event time of the latest delta)."""
+        shared = engine.shared
+        at = (
+            max(shared.popularity.values(), default=0.0) / shared.pop_rate
+            if shared.popularity
+            else 0.0
+        )
+        best = sorted(shared.popularity.items(), key=lambda kv: (-kv[1], kv[0]))
+        items = [
+            (i, decay.score(lm, at, shared.pop_rate)) for i, lm in best[: settings.trending_top_n]
+        ]
+        return web.json({"items": items})
+
+    @app.page("/stats/engine/")
+    async def engine_stats(web: View, request: Request) -> Response:
+        return web.json(
+            {
+                "deltas_applied": engine.deltas_applied,
+                "bad_deltas": engine.bad_deltas,
+                "bad_states": engine.bad_states,
+                "popular_items": len(engine.shared.popularity),
+                "covisit_items": len(engine.shared.covisit),
+            }
+        )
 
     @app.page("/items/{item_id}/")
     async def items(web: View, request: Request, item_id: str) -> Response:

@@ -63,9 +63,16 @@ def eval_command(
             "as 'fixed_weights'; doubles the replay time."
         ),
     ] = True,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="kafka: through the real broker and worker processes (the truth). inprocess: "
+            "the workers' engine in this process, same events and micro-batches, no broker."
+        ),
+    ] = "kafka",
 ) -> None:
-    """Replay a data set through the pipeline (real broker, real workers) and score it
-    prequentially against in-process baselines."""
+    """Replay a data set through the pipeline (real broker, real workers) or the same engine
+    in-process, and score it prequentially against in-process baselines."""
     from recstream.agents.embedding import encoder_from_settings
     from recstream.evaluation.run import run_eval
     from recstream.evaluation.scoring import SYSTEM_UNDER_TEST
@@ -85,6 +92,7 @@ def eval_command(
             max_in_flight=max_in_flight,
             fixed_weights=fixed_weights,
             encoder_factory=encoder_from_settings,
+            engine=engine,
         )
     except RecstreamError as exc:
         err.print(f"[red]error:[/red] {exc}")
@@ -100,7 +108,7 @@ def eval_command(
     typer.echo(
         f"{SYSTEM_UNDER_TEST} ranker {metrics['systems'][SYSTEM_UNDER_TEST]['ranker']}; "
         f"latency p50/p95/p99 {lat['p50']}/{lat['p95']}/{lat['p99']} ms; "
-        f"throughput {metrics['throughput_eps']:.1f} events/s"
+        f"throughput {metrics['throughput_eps']:.1f} events/s ({metrics['run']['engine']})"
     )
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
 

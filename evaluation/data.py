@@ -57,6 +57,7 @@ def item_vectors(
     items: Sequence[Mapping[str, Any]],
     worker_caches: Sequence[Path],
     encoder_factory: Callable[[Settings], Any],
+    write_cache: Path | None = None,
 ) -> tuple[dict[str, np.ndarray] | None, str]:
     """Item id → unit vector with the pipeline's encoder and item-text template.
 
@@ -65,7 +66,8 @@ def item_vectors(
 
     Vectors the workers already computed are read from their embedding caches (RocksDB, key
     `text_key(model_id, text)`, float32 bytes) so the catalogue is not encoded twice; the rest
-    are encoded here. Returns (vectors or None, a sentence for the report).
+    are encoded here and, with `write_cache`, stored there (the same layout) for the next run.
+    Returns (vectors or None, a sentence for the report).
     """
     try:
         from recstream.models.item_text import item_text, text_key
@@ -110,8 +112,23 @@ def item_vectors(
         for item, vec, ok in zip(todo, encoded, valid, strict=True):
             if ok:
                 vectors[item] = vec
+        if write_cache is not None:
+            _store(write_cache, {keys[i]: vectors[i] for i in todo if i in vectors})
     source = (
         f"{encoder.model_id}: {from_cache} item vectors read from the workers' embedding cache, "
         f"{len(todo)} encoded here; {len(items) - len(vectors)} items without text"
     )
     return (vectors or None), source
+
+
+def _store(cache: Path, vectors: Mapping[str, np.ndarray]) -> None:
+    """Write key → float32 vector into a RocksDB embedding cache (created if missing)."""
+    from rocksdict import Rdict
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    db = Rdict(str(cache))
+    try:
+        for key, vec in vectors.items():
+            db[key.encode("utf-8")] = np.asarray(vec, dtype=np.float32).tobytes()
+    finally:
+        db.close()

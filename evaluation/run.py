@@ -34,10 +34,11 @@ from recstream.evaluation.baselines import (
     StaticEmbeddingSimilarity,
 )
 from recstream.evaluation.data import EvalData, item_vectors, load_data
+from recstream.evaluation.inprocess import inprocess_replays
 from recstream.evaluation.metrics import percentiles
 from recstream.evaluation.plots import write_plots
 from recstream.evaluation.prequential import ScoreCard, is_target, slice_edges
-from recstream.evaluation.replay import ReplayResult, replay
+from recstream.evaluation.replay import ReplayResult, replay, run_settings
 from recstream.evaluation.report import clean_json, machine_info, write_lists, write_report
 from recstream.evaluation.scoring import (
     N_SLICES,
@@ -68,6 +69,7 @@ def run_eval(
     max_in_flight: int | None = None,
     fixed_weights: bool = True,
     encoder_factory: Callable[[Settings], Any],
+    engine: str = "kafka",
 ) -> dict[str, Any]:
     """Replay `dataset` through the pipeline, score it and the baselines, write the outputs.
 
@@ -92,6 +94,10 @@ def run_eval(
         encoder_factory: settings → the text encoder the workers use (item vectors for ILD
             and the static_embedding baseline; the caller passes the live path's factory, which
             this package must not import). Any failure skips that baseline with its reason.
+        engine: "kafka" replays through the broker and worker processes (the truth);
+            "inprocess" runs the workers' engine in this process over the same event order
+            and micro-batches (recstream.evaluation.inprocess): no broker, minutes instead of
+            an hour, the same scoring. It needs the item vectors (cached between runs).
 
     Returns:
         The metrics dict written to metrics.json.
@@ -107,9 +113,25 @@ def run_eval(
         f"{len({e['user_id'] for e in data.events})} users"
     )
     in_flight = DEFAULT_IN_FLIGHT_PER_WORKER * workers if max_in_flight is None else max_in_flight
-    result, fixed_result = _replays(
-        settings, data, out_dir, workers, rate, in_flight, console, fixed_weights=fixed_weights
-    )
+    cache = settings.home / "eval-cache" / "embedding-cache"
+    if engine == "inprocess":
+        with console.status("item vectors ..."):
+            vectors, vector_source = item_vectors(
+                settings, data.items, [cache], encoder_factory, write_cache=cache
+            )
+        if not vectors:
+            raise DatasetError(f"the in-process engine needs item vectors: {vector_source}")
+        encode = _text_encoder(settings, data, encoder_factory)
+        result, fixed_result = inprocess_replays(
+            run_settings(settings, out_dir)[0], data, vectors, encode, console,
+            fixed_weights=fixed_weights,
+        )  # fmt: skip
+    elif engine == "kafka":
+        result, fixed_result = _replays(
+            settings, data, out_dir, workers, rate, in_flight, console, fixed_weights=fixed_weights
+        )
+    else:
+        raise DatasetError(f"engine must be 'kafka' or 'inprocess', not {engine!r}")
     rankers = Counter(r.ranker for r in result.lists)
     console.print(f"collected {len(result.lists)} lists (rankers: {dict(rankers)})")
 
@@ -117,9 +139,10 @@ def run_eval(
         return is_target(event, views_are_targets=data.views_are_targets)
 
     item_users, n_users = _interacting_users(data.events)
-    with console.status("item vectors ..."):
-        caches = [p.parent / p.stem / "embedding-cache" for p in result.worker_logs]
-        vectors, vector_source = item_vectors(settings, data.items, caches, encoder_factory)
+    if engine == "kafka":
+        with console.status("item vectors ..."):
+            caches = [p.parent / p.stem / "embedding-cache" for p in result.worker_logs]
+            vectors, vector_source = item_vectors(settings, data.items, caches, encoder_factory)
     console.print(f"item vectors: {vector_source}")
     # The workers' RocksDB folders can be large and are not needed any more; logs stay.
     for log in [*result.worker_logs, *(fixed_result.worker_logs if fixed_result else [])]:
@@ -160,6 +183,7 @@ def run_eval(
         data, dataset, limit, seed, result, cards, cold, n_cold, n_targets, skipped, workers, rate
     )
     metrics["vectors"] = vector_source
+    metrics["run"]["engine"] = engine
     metrics["settings"] = result.settings.model_dump(mode="json")
     metrics["machine"] = machine_info()
     if fixed_result is not None:
@@ -264,6 +288,16 @@ def _replays(
     if not result.lists:
         raise RecstreamError(f"no list arrived; see {result.worker_logs}")
     return result, fixed_result
+
+
+def _text_encoder(
+    settings: Settings, data: EvalData, encoder_factory: Callable[[Settings], Any]
+) -> Callable[[list[str]], Any] | None:
+    """texts → unit vectors with the workers' encoder, when some event has text."""
+    if not any(e.get("text") for e in data.events):
+        return None
+    encoder = encoder_factory(settings)
+    return lambda texts: encoder.encode(texts)
 
 
 def _interacting_users(events: Sequence[Mapping[str, Any]]) -> tuple[dict[str, int], int]:

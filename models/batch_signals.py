@@ -74,13 +74,20 @@ def cosines(catalog: Catalog, rows: IntArray, req: SignalInputs) -> npt.NDArray[
     return out
 
 
-def top_rows(values: npt.NDArray[np.floating], n: int) -> IntArray:
-    """Rows of the `n` largest finite values, best first (ties by row)."""
+def top_rows(
+    values: npt.NDArray[np.floating], n: int, ids: Sequence[str] | None = None
+) -> IntArray:
+    """Positions of the `n` largest finite values, best first. Ties go by `ids[position]`
+    when given (rows are assigned in arrival order, which differs between runners and
+    workers; ids do not), else by position."""
     finite = np.flatnonzero(np.isfinite(values))
     if finite.size > n:
         part = np.argpartition(-values[finite], n - 1)[:n]
         finite = finite[part]
-    order = np.lexsort((finite, -values[finite]))
+    if ids is None:
+        order = np.lexsort((finite, -values[finite]))
+    else:
+        order = np.lexsort((np.array([ids[r] for r in finite.tolist()]), -values[finite]))
     return np.asarray(finite[order], dtype=np.int64)
 
 
@@ -122,7 +129,7 @@ class BatchContext:
         for row, cats in enumerate(catalog.categories[:rows]):
             for j, c in enumerate(cats):
                 index[row, j] = pos[c]
-        return cls(pop, top_rows(live, n_popular), index, labels)
+        return cls(pop, top_rows(live, n_popular, catalog.ids), index, labels)
 
 
 def candidate_pool(
@@ -130,17 +137,19 @@ def candidate_pool(
     covisit: dict[int, float],
     ctx: BatchContext,
     per_source: int,
+    ids: Sequence[str],
 ) -> IntArray:
     """Union of the 2·per_source semantic top rows (the request's row of semantic_scores),
     the strongest co-visited rows and the most popular rows, without excluded or dead rows;
     first-seen order."""
     parts: list[IntArray] = []
     if np.any(sem[np.isfinite(sem)] != 0):
-        parts.append(top_rows(sem, 2 * per_source))
+        parts.append(top_rows(sem, 2 * per_source, ids))
     if covisit:
         keys = np.fromiter(covisit.keys(), dtype=np.int64, count=len(covisit))
         vals = np.fromiter(covisit.values(), dtype=np.float64, count=len(covisit))
-        parts.append(keys[top_rows(vals, per_source)])
+        key_ids = [ids[k] for k in keys.tolist()]
+        parts.append(keys[top_rows(vals, per_source, key_ids)])
     parts.append(ctx.popular)
     pool = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     _, first = np.unique(pool, return_index=True)

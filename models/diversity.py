@@ -14,7 +14,6 @@ embedding (zero row) has similarity 0 with everything.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -87,31 +86,24 @@ def mmr_select(
     """MMR over a precomputed cosine matrix ``similarity`` (n × n), in pick order: the
     objective and tie rules of :func:`mmr_indices`, which it matches wherever no two
     objectives tie to the last bit (BLAS may round a matrix product and a matrix-vector
-    product differently). Plain Python over lists: for the few dozen candidates of one list
-    it is several times faster than numpy's per-call overhead (the engine's hot path)."""
-    rel = np.asarray(relevance, dtype=np.float64).tolist()
-    sims = np.asarray(similarity, dtype=np.float64).tolist()
-    n = len(rel)
-    lam, mu = trade_off, 1.0 - trade_off
-    max_sim = [0.0] * n  # max cosine to the selected set (0 while empty)
-    available = [True] * n
+    product differently). One matrix product up front instead of one per pick: the engine's hot
+    path ranks hundreds of lists per batch."""
+    rel = np.asarray(relevance, dtype=np.float64)
+    sims = np.asarray(similarity, dtype=np.float64)
+    n = rel.size
+    base = trade_off * rel
+    penalty = np.zeros(n)  # −inf once picked
+    max_sim = np.zeros(n)  # max cosine to the selected set (0 while empty)
     picks: list[int] = []
-    for _ in range(min(k, n)):
-        best, pick = -math.inf, -1
-        for i in range(n):
-            if not available[i]:
-                continue
-            objective = lam * rel[i] - mu * max_sim[i]
-            # Ties go to the higher relevance, then the lower position (strict >).
-            if objective > best or (objective == best and rel[i] > rel[pick]):
-                best, pick = objective, i
+    for step in range(min(k, n)):
+        objective = base - (1.0 - trade_off) * max_sim + penalty
+        ties = np.flatnonzero(objective == objective.max())
+        # Ties go to the higher relevance, then the lower position (argmax: first).
+        pick = int(ties[0] if ties.size == 1 else ties[np.argmax(rel[ties])])
         picks.append(pick)
-        available[pick] = False
-        row = sims[pick]
-        if len(picks) == 1:
-            max_sim = list(row)  # as mmr_indices: the first pick's similarities, even < 0
-        else:
-            max_sim = [max(m, x) for m, x in zip(max_sim, row, strict=True)]
+        penalty[pick] = -np.inf
+        # As mmr_indices: after the first pick its similarities, even < 0.
+        max_sim = sims[pick].copy() if step == 0 else np.maximum(max_sim, sims[pick])
     return picks
 
 

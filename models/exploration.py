@@ -8,9 +8,8 @@ are explored most often, uncertain ones (wide posteriors) still get drawn now an
 
 Explored items are marked with the single contribution key
 :data:`~recstream.models.fusion.EXPLORATION_KEY` (value θ, the sampled category mean, which
-is also their score, so contributions still sum to the score). Their feedback should update
-the category posterior, not the signal weights: see
-:func:`recstream.models.fusion.feedback_vectors`.
+is also their score, so contributions still sum to the score). They carry no signals,
+so feedback on them moves no signal weight (the η rule needs the item's served signals).
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ bit, so the explanation adds up to the score.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,64 +130,15 @@ def top_k(scores: npt.ArrayLike, k: int) -> IntArray:
     return pool[np.argsort(-key[pool], kind="stable")[:k]].astype(np.intp)
 
 
-def exclude(item_ids: Sequence[str], consumed: Collection[str]) -> BoolArray:
-    """Keep-mask over ``item_ids``: False for items in ``consumed`` (already seen/bought)."""
-    consumed_set = consumed if isinstance(consumed, set | frozenset) else set(consumed)
-    return np.fromiter(
-        (item not in consumed_set for item in item_ids), dtype=bool, count=len(item_ids)
-    )
-
-
-def rank(
-    item_ids: Sequence[str],
-    raw: npt.ArrayLike,
-    weights: npt.ArrayLike,
-    names: Sequence[str],
-    k: int,
-    consumed: Collection[str] = (),
-) -> list[RankedItem]:
-    """Exclude consumed items, normalise, fuse and return the top ``k`` as RankedItems.
-
-    ``raw``: float[n, len(names)] raw signal scores, rows aligned with ``item_ids``.
-    Consumed items are removed *before* normalising so they cannot set a column's min or max.
-    """
-    x = np.asarray(raw, dtype=np.float64)
-    if x.ndim != 2 or x.shape != (len(item_ids), len(names)):
-        raise ValidationError(
-            f"raw signals must have shape ({len(item_ids)}, {len(names)}), got {x.shape}"
-        )
-    keep = np.flatnonzero(exclude(item_ids, consumed))
-    normalised = normalise_signals(x[keep])
-    scores, contributions = fuse(normalised, weights)
-    ranked: list[RankedItem] = []
-    for row in top_k(scores, k):
-        ranked.append(
-            RankedItem(
-                item_id=item_ids[int(keep[row])],
-                score=float(scores[row]),
-                contributions=dict(zip(names, contributions[row].tolist(), strict=True)),
-                signals=dict(zip(names, normalised[row].tolist(), strict=True)),
-            )
-        )
-    return ranked
-
-
-def feedback_vectors(
-    served: Sequence[RankedItem], consumed_id: str, names: Sequence[str]
-) -> tuple[FloatArray, FloatArray] | None:
-    """``(d, μ)`` for the weight update, from the list as it was served.
-
-    ``d``: signals of the item ``consumed_id``; ``μ``: mean signals of the fused (non-explored)
-    items of the list. None when the item was not served or was placed by exploration: the
-    fusion did not choose an explored item, so feedback on it says nothing about the weights
-    (it belongs to the category posterior instead).
-    """
-    fused = [item for item in served if not item.explored]
-    target = next((item for item in fused if item.item_id == consumed_id), None)
-    if target is None:
-        return None
-    matrix = np.array(
-        [[item.signals.get(name, 0.0) for name in names] for item in fused], dtype=np.float64
-    )
-    d = np.array([target.signals.get(name, 0.0) for name in names], dtype=np.float64)
-    return d, matrix.mean(axis=0)
+def normalise_with(raw: npt.ArrayLike, lo: npt.ArrayLike, hi: npt.ArrayLike) -> FloatArray:
+    """Scale raw signals (one row or a matrix, columns = signals) with given per-column
+    bounds, clipped to [0, 1]: a list's own bounds (its normalisation), or a served list's
+    bounds for an item outside it (feedback). A column without spread (hi == lo) gives 0, as
+    :func:`normalise_signals` does."""
+    x, lo_, hi_ = (np.asarray(a, dtype=np.float64) for a in (raw, lo, hi))
+    span = hi_ - lo_
+    live = span > 0
+    out = np.zeros_like(x)
+    if np.any(live):
+        out[..., live] = np.clip((x[..., live] - lo_[live]) / span[live], 0.0, 1.0)
+    return out

@@ -274,8 +274,8 @@ _CRC = struct.Struct("<I")
 class InterestState:
     """The interest state of ONE user (see the module docstring for the math and invariants).
 
-    `update` is the only mutator; `score_vector`, `blended`, `evidence` only read. `merge`
-    combines states built from disjoint event sets; to_bytes/from_bytes persist it compactly.
+    `update` is the only mutator; `score_vector`, `blended`, `evidence` only read;
+    to_bytes/from_bytes persist it compactly.
     """
 
     __slots__ = (
@@ -576,55 +576,6 @@ class InterestState:
                 del consumed[next(iter(consumed))]
         return True
 
-    # ------------------------------------------------------------------ merge
-
-    def _order_key(self) -> tuple[float, str, int, tuple[int, ...]]:
-        return (self._last_ts, self._last_id or "", self._count, tuple(self._recent))
-
-    def merge(self, other: InterestState) -> InterestState:
-        """A new state holding the events of both (built from DISJOINT event sets).
-
-        Vectors, evidence, event_count and last_ts/last_event_id combine exactly (commutative
-        bit for bit, associative up to float rounding). The id windows become the union: the
-        operand with the earlier (last_ts, last_event_id) is taken as older, and the oldest
-        ids beyond capacity are dropped; as sets this is commutative and, while the union
-        fits the capacity, associative. Raises StateError for different params fingerprints
-        or if the states share a remembered event id (merging would count it twice).
-        """
-        if not isinstance(other, InterestState):
-            raise StateError(f"cannot merge InterestState with {type(other).__name__}")
-        p = self._params
-        if other._params.fingerprint() != p.fingerprint() or other._dim != self._dim:
-            raise StateError("cannot merge states built with different dim or half-lives")
-        shared = self._seen & other._seen
-        if shared:
-            raise StateError(f"states share {len(shared)} event id(s); merging would double count")
-        older, newer = (self, other) if self._order_key() <= other._order_key() else (other, self)
-        out = InterestState(p)
-        out._ls, out._vs = _merge_scaled(self._ls, self._vs, other._ls, other._vs)
-        out._ll, out._vl = _merge_scaled(self._ll, self._vl, other._ll, other._vl)
-        for mine, theirs, target in (
-            (self._pos, other._pos, out._pos),
-            (self._neg, other._neg, out._neg),
-        ):
-            for c in mine.keys() | theirs.keys():
-                target[c] = decay.logaddexp(mine.get(c, _NEG_INF), theirs.get(c, _NEG_INF))
-        out._count = self._count + other._count
-        out._last_ts, out._last_id = newer._last_ts, newer._last_id
-        recent = [*older._recent, *newer._recent]
-        if p.dedupe_capacity < len(recent):
-            recent = recent[len(recent) - p.dedupe_capacity :]
-        out._recent = deque(recent)
-        out._seen = set(recent)
-        consumed = dict(older._consumed)
-        for k in newer._consumed:
-            consumed.pop(k, None)
-            consumed[k] = None
-        out._consumed = _trim_oldest(consumed, p.max_consumed)
-        return out
-
-    # ------------------------------------------------------------------ comparison
-
     def isclose(self, other: InterestState, *, rtol: float = 1e-5) -> bool:
         """Whether two states agree up to float rounding (e.g. the same events reordered).
 
@@ -811,15 +762,6 @@ def _horizon_is_short(horizon: str) -> bool:
     if horizon == "long":
         return False
     raise ValidationError(f"horizon must be 'short' or 'long', got {horizon!r}")
-
-
-def _merge_scaled(la: float, va: FloatVec, lb: float, vb: FloatVec) -> tuple[float, FloatVec]:
-    """(L, vec) of the sum of two scaled vectors; symmetric in its operands bit for bit."""
-    top = max(la, lb)
-    if top == _NEG_INF:
-        return _NEG_INF, np.zeros_like(va)
-    out = va * np.float32(math.exp(la - top)) + vb * np.float32(math.exp(lb - top))
-    return top, out.astype(np.float32, copy=False)
 
 
 def _trim_oldest(ordered: dict[int, None], capacity: int) -> dict[int, None]:

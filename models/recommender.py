@@ -45,18 +45,17 @@ from recstream.models.covisitation import pair_increments
 from recstream.models.diversity import mmr_select
 from recstream.models.errors import RecstreamError
 from recstream.models.exploration import CategoryArm, allocate_exploration
-from recstream.models.fusion import RankedItem, fuse
+from recstream.models.fusion import RankedItem, fuse, normalise_with
 from recstream.models.interest_posterior import category_evidence_from_text
 from recstream.models.interest_state import InterestEvent, InterestParams
-from recstream.models.ranker import normalise_with
 from recstream.models.shared_stats import SharedDelta, SharedStats
 from recstream.models.signals import DEFAULT_SIGNALS
 from recstream.models.user_record import ServedList, UserRecord
 from recstream.models.weights import EtaSchedule, WeightState, feedback_sign
 
 SIGNAL_NAMES: tuple[str, ...] = DEFAULT_SIGNALS.names
-FUSED = "fused"
-POPULARITY = "popularity"
+FUSED: Literal["fused"] = "fused"
+POPULARITY: Literal["popularity"] = "popularity"
 ListPolicy = Literal["every", "last", "none"]
 IntArray = npt.NDArray[np.int64]
 
@@ -415,7 +414,9 @@ class Recommender:
         for j, i in enumerate(publish):
             sem_rows[i] = sem[j]
             if p.ranker == FUSED:
-                pools[i] = candidate_pool(sem[j], covs[i], ctx, p.candidates_per_source)
+                pools[i] = candidate_pool(
+                    sem[j], covs[i], ctx, p.candidates_per_source, self.catalog.ids
+                )
         probe_at: dict[int, int] = {}
         probe_rows: list[int] = []
         for i, r in enumerate(reqs):
@@ -481,12 +482,12 @@ class Recommender:
         bounds = None
         if p.ranker == POPULARITY:
             items = self._popular_items(req, sig.sem_rows[i], sig.ctx)
-            weights = {POPULARITY: 1.0}
+            weights: dict[str, float] = {POPULARITY: 1.0}
         else:
             a, b = int(sig.offsets[i]), int(sig.offsets[i + 1])
             gw = self.shared.global_weights(req.shard, self._weights_for(own, req.shard).weights)
             w = rec.weights.effective(gw, p.weight_shrinkage)
-            normalised = normalise_segment(sig.raw[a:b], sig.lo[i], sig.hi[i])
+            normalised = normalise_with(sig.raw[a:b], sig.lo[i], sig.hi[i])
             items = self._fuse(sig.pools[i], normalised, w)
             if arms is not None:
                 items = self._explore(items, req, arms)
@@ -568,7 +569,7 @@ class Recommender:
         self, req: Request, sem: npt.NDArray[np.float32], ctx: BatchContext
     ) -> list[RankedItem]:
         live = np.where(np.isfinite(sem), ctx.pop_lm, -np.inf)
-        best = top_rows(live, self.params.k)
+        best = top_rows(live, self.params.k, self.catalog.ids)
         scores = np.exp(np.minimum(ctx.pop_lm[best] - self.pop_rate * req.inputs.at_ts, 700.0))
         return [
             RankedItem(self.catalog.ids[int(r)], float(s), {POPULARITY: float(s)})
@@ -591,19 +592,6 @@ class BatchSignals:
     hi: npt.NDArray[np.float64]
     probe_raw: npt.NDArray[np.float64]
     probe_at: dict[int, int]
-
-
-def normalise_segment(
-    raw: npt.NDArray[np.float64], lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    """Min-max scaling with the segment's bounds, as fusion.normalise_signals: a column
-    without spread maps to 0; values clipped to [0, 1]."""
-    span = hi - lo
-    live = span > 0.0
-    out = np.zeros_like(raw)
-    if np.any(live):
-        out[:, live] = np.clip((raw[:, live] - lo[live]) / span[live], 0.0, 1.0)
-    return out
 
 
 class FreeItems(Sequence[str]):

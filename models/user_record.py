@@ -22,6 +22,7 @@ from typing import Any
 from recstream.models.errors import StateError
 from recstream.models.interest_state import InterestParams, InterestState
 from recstream.models.weights import WeightState
+from recstream.models.windows import window_starts
 
 _MAGIC = b"RU"
 _VERSION = 1
@@ -71,9 +72,9 @@ class WindowCounts:
             del self.buckets[b]
 
     def counts(self, at_ts: float, size_s: float, step_s: float) -> dict[str, float]:
-        """Counts in the latest window containing `at_ts`: [s, s + size) with s the last hop
-        start ≤ at_ts minus size − step."""
-        first = math.floor(at_ts / step_s) * step_s - size_s + step_s
+        """Counts in the window containing `at_ts` that started earliest, i.e. the one
+        covering the most time up to `at_ts` (size − step of history; models/windows.py)."""
+        first = window_starts(at_ts, size_s, step_s)[0]
         out: dict[str, float] = {}
         for start, bucket in self.buckets.items():
             if first <= start < first + size_s:

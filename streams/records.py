@@ -64,20 +64,6 @@ class DeadLetter(faust.Record, include_metadata=False, serializer="json"):
     ts: float
 
 
-class ItemHit(faust.Record, include_metadata=False, serializer="json"):
-    """Internal: one interaction with an item, repartitioned by item_id for popularity.
-
-    `flush=True` marks a control record (sent by a timer to one partition) that makes the
-    partition's owner broadcast its pending popularity changes; it carries no interaction.
-    """
-
-    item_id: str
-    event_id: str
-    ts: float
-    weight: float
-    flush: bool = False
-
-
 class EmbedRequest(faust.Record, include_metadata=False, serializer="json"):
     """Internal: an item text to embed (keyed by item_id). `text_key` = model id + text hash."""
 
@@ -92,40 +78,3 @@ class ItemVector(faust.Record, include_metadata=False, serializer="json"):
     item_id: str
     text_key: str
     vec: str | None
-
-
-class UserText(faust.Record, include_metadata=False, serializer="json"):
-    """Internal: a validated event with text, waiting for its embedding (keyed by user_id).
-
-    `event` is the validated event as JSON; `event_id` its (possibly derived) id.
-    """
-
-    event: str
-    event_id: str
-    text_key: str
-
-
-class EmbeddedText(faust.Record, include_metadata=False, serializer="json"):
-    """Internal: an event with text and the text's embedding, ready for the user state."""
-
-    event: str
-    event_id: str
-    vec: str | None
-
-
-class CoVisitIncrements(faust.Record, include_metadata=False, serializer="json"):
-    """Internal: one consumption's decayed co-visitation increments to one item's neighbours
-    (keyed by item_id).
-
-    Parallel lists: increment i adds ``weights[i]`` (> 0) to neighbour ``neighbours[i]`` at
-    event time ``ts[i]`` (s). One record per (consumption, item) instead of one per pair: a
-    consumption next to five recent items is 6 records, not 10, and 6 changelog writes.
-    """
-
-    item_id: str
-    neighbours: list[str]
-    weights: list[float]
-    ts: list[float]
-    increments_id: str = ""
-    """event_id of the consumption + the item: for de-duplication (the same event always makes
-    the same increments, so a redelivered record is skipped whole)."""

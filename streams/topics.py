@@ -8,16 +8,7 @@ from typing import Any
 import faust
 
 from recstream.config.settings import Settings
-from recstream.streams.records import (
-    CoVisitIncrements,
-    DeadLetter,
-    EmbeddedText,
-    EmbedRequest,
-    ItemHit,
-    ItemVector,
-    Recommendation,
-    UserText,
-)
+from recstream.streams.records import DeadLetter, EmbedRequest, ItemVector, Recommendation
 
 
 @dataclass(frozen=True)
@@ -32,12 +23,8 @@ class Topics:
     items: faust.TopicT
     recommendations: faust.TopicT
     dead_letters: faust.TopicT
-    item_hits: faust.TopicT
     item_embed: faust.TopicT
     item_vectors: faust.TopicT
-    user_texts: faust.TopicT
-    user_text_vectors: faust.TopicT
-    covisit_pairs: faust.TopicT
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -85,11 +72,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             key_serializer="raw",
             partitions=settings.dead_letter_partitions,
         ),
-        # Repartition by item_id, feeding the popularity table.
-        item_hits=internal("item-hits", ItemHit, settings.events_partitions),
         item_embed=internal("item-embed", EmbedRequest, settings.items_partitions),
         item_vectors=internal("item-vectors", ItemVector, settings.items_partitions),
-        user_texts=internal("user-texts", UserText, settings.events_partitions),
-        user_text_vectors=internal("user-text-vectors", EmbeddedText, settings.events_partitions),
-        covisit_pairs=internal("covisit-pairs", CoVisitIncrements, settings.events_partitions),
     )

@@ -263,9 +263,10 @@ def test_a_worker_joining_loses_no_event_sent_while_it_recovers(
 ) -> None:
     """Scaling out: events that reach a joining worker while it recovers its tables are
     processed, not dropped. faust-streaming fetches them when it resumes the flow, drops them,
-    and on partitions never committed does not seek back (agents/offsets.py). Clicks take the
-    per-event path; searches with text take the batched text embedder (`user-texts`). With two
-    workers, the web endpoints must answer for every user from the worker that owns it."""
+    and on partitions never committed does not seek back (agents/offsets.py). Clicks and
+    searches with text (embedded inside the events agent's micro-batch) both go through the
+    batched events agent. With two workers, the web endpoints must answer for every user from
+    the worker that owns it."""
     topics["items"].send([item(f"i{n}", f"Item {n}", ["jazz"]) for n in range(7)])
     first = start_worker(name="a")
     topics["events"].send([event("warm", "warm-0", T0, item="i0")])

@@ -1,4 +1,5 @@
-"""Per-request normalisation, weighted fusion with exact contributions, top-k, exclusion, rank."""
+"""Per-request normalisation, weighted fusion with exact contributions, top-k, and scaling
+with given bounds."""
 
 from __future__ import annotations
 
@@ -11,13 +12,9 @@ from hypothesis.extra.numpy import arrays
 
 from recstream.models.errors import ValidationError
 from recstream.models.fusion import (
-    EXPLORATION_KEY,
-    RankedItem,
-    exclude,
-    feedback_vectors,
     fuse,
     normalise_signals,
-    rank,
+    normalise_with,
     top_k,
 )
 from recstream.models.weights import project_to_simplex
@@ -114,37 +111,10 @@ def test_top_k_nan_last_and_bad_input() -> None:
         top_k([[0.1]], 1)
 
 
-def test_exclude_mask() -> None:
-    np.testing.assert_array_equal(exclude(["a", "b", "c"], ["b"]), [True, False, True])
-    np.testing.assert_array_equal(exclude(["a"], set()), [True])
-    assert exclude([], {"a"}).shape == (0,)
-
-
-def test_rank_excludes_before_normalising_and_explains() -> None:
-    names = ("sem", "pop")
-    ids = ["a", "b", "c", "d"]
-    raw = np.array([[100.0, 0.0], [1.0, 10.0], [0.0, 5.0], [0.5, 0.0]])
-    ranked = rank(ids, raw, [0.5, 0.5], names, k=3, consumed={"a"})
-    assert [item.item_id for item in ranked] == ["b", "c", "d"]
-    # Without "a", column sem spans [0, 1], so b's normalised sem is 1.0, not 0.01.
-    assert ranked[0].signals == {"sem": 1.0, "pop": 1.0}
-    for item in ranked:
-        assert sum(item.contributions.values()) == pytest.approx(item.score, abs=1e-12)
-        assert not item.explored
-    with pytest.raises(ValidationError):
-        rank(ids, raw[:, :1], [1.0], names, k=3)
-
-
-def test_feedback_vectors_use_served_signals() -> None:
-    served = [
-        RankedItem("a", 0.9, {"x": 0.9, "y": 0.0}, {"x": 1.0, "y": 0.0}),
-        RankedItem("e", 0.4, {EXPLORATION_KEY: 0.4}),
-        RankedItem("b", 0.5, {"x": 0.0, "y": 0.5}, {"x": 0.0, "y": 1.0}),
-    ]
-    result = feedback_vectors(served, "a", ("x", "y"))
-    assert result is not None
-    d, mu = result
-    np.testing.assert_array_equal(d, [1.0, 0.0])
-    np.testing.assert_array_equal(mu, [0.5, 0.5])  # explored item left out of μ
-    assert feedback_vectors(served, "e", ("x", "y")) is None
-    assert feedback_vectors(served, "zzz", ("x", "y")) is None
+@given(arrays(np.float64, (7, 3), elements=st.floats(-1e3, 1e3)))
+@FAST
+def test_normalise_with_own_bounds_is_normalise_signals(raw: npt.NDArray[np.float64]) -> None:
+    lo, hi = raw.min(axis=0), raw.max(axis=0)
+    assert np.allclose(normalise_with(raw, lo, hi), normalise_signals(raw), atol=1e-12)
+    # One row on a list's scale: the row's own entry of the matrix.
+    assert np.allclose(normalise_with(raw[2], lo, hi), normalise_signals(raw)[2], atol=1e-12)

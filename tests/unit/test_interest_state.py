@@ -306,43 +306,6 @@ def _split(calls: list[Call], groups: list[int], k: int) -> list[list[Call]]:
     return [[c for c, g in zip(calls, groups, strict=True) if g == j] for j in range(k)]
 
 
-@FAST
-@given(raw=raw_events, data=st.data())
-def test_merge_is_commutative_and_associative(
-    raw: list[tuple[str, float, int, float]], data: st.DataObject
-) -> None:
-    calls = build(raw)
-    groups = data.draw(st.lists(st.integers(0, 2), min_size=len(calls), max_size=len(calls)))
-    a, b, c = (state_of(part) for part in _split(calls, groups, 3))
-    ab, ba = a.merge(b), b.merge(a)
-    assert ab.to_bytes() == ba.to_bytes()  # commutative bit for bit
-    left, right = ab.merge(c), a.merge(b.merge(c))
-    whole = state_of(calls)
-    assert left.isclose(right)
-    assert left.isclose(whole)
-    assert right.isclose(whole)
-
-
-def test_merge_refuses_shared_events_and_other_params() -> None:
-    calls = build([("view", 0.0, 1, 0.0), ("click", 10.0, 2, 0.0)])
-    a, b = state_of(calls[:1]), state_of(calls)
-    with pytest.raises(StateError):
-        a.merge(b)
-    other = InterestState(InterestParams(dim=DIM, short_half_life_s=3600.0))
-    with pytest.raises(StateError):
-        a.merge(other)
-
-
-def test_merge_keeps_the_newest_ids_within_capacity() -> None:
-    params = InterestParams(dim=DIM, dedupe_capacity=3, max_consumed=2)
-    calls = build([("view", float(i), i, 0.0) for i in range(6)])
-    old, new = state_of(calls[:3], params), state_of(calls[3:], params)
-    merged = new.merge(old)
-    assert all(merged.has_seen(f"e{i}") for i in (3, 4, 5))
-    assert not merged.has_seen("e0")
-    assert [merged.has_consumed(f"item{i}") for i in (3, 4, 5)] == [False, True, True]
-
-
 # ----------------------------------------------------------------------------- serialization
 
 

@@ -1,0 +1,117 @@
+"""The engine on a worker: its catalogue mirror, its replica of the shared statistics.
+
+The catalogue the engine ranks over (models/catalog.py) mirrors the worker's catalog
+GlobalTable through `EmbeddingRuntime`: every catalog change marks its id, and `sync()`
+re-reads only the marked ids (vector from the index, categories, time, title) before a batch.
+Shared statistics arrive as `SharedDelta` records in the `shared-deltas` GlobalTable: this
+worker applies its own deltas when it writes them and everyone else's when Faust reads them
+from the changelog (`on_shared_delta`), so every worker applies every delta once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from recstream.agents.embedding import EmbeddingRuntime
+from recstream.config.engine_params import engine_params
+from recstream.config.settings import Settings
+from recstream.models.catalog import Catalog
+from recstream.models.errors import StateError
+from recstream.models.recommender import Recommender
+from recstream.models.shared_stats import SharedDelta
+from recstream.models.user_record import UserRecord
+
+log = logging.getLogger(__name__)
+
+
+class EngineRuntime:
+    """One worker's engine. `engine` is built when the encoder's dimension is known."""
+
+    def __init__(self, settings: Settings, runtime: EmbeddingRuntime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.params = engine_params(settings)
+        self.shared = self.params.shared_stats()
+        self._engine: Recommender | None = None
+        self.deltas_applied = 0
+        self.bad_deltas = 0
+        self.bad_states = 0
+        # Keys of the deltas applied: each delta is applied once, whether it arrives as this
+        # worker's own write, as a changelog record, or from the local store (scan).
+        self.applied_keys: set[str] = set()
+        self.needs_scan = True
+
+    def engine(self, dim: int) -> Recommender:
+        """The engine over a catalogue of `dim`-wide vectors, synced with the catalog."""
+        if self._engine is None or self._engine.catalog.dim != dim:
+            self._engine = Recommender(self.params, Catalog(dim), self.shared)
+            self.runtime.changed.update(self.runtime.item_meta)
+        self.sync(self._engine.catalog)
+        return self._engine
+
+    def sync(self, catalog: Catalog) -> None:
+        """Bring `catalog` up to date with every catalog change since the last sync."""
+        rt = self.runtime
+        while rt.changed:
+            item_id = rt.changed.pop()
+            meta = rt.item_meta.get(item_id)
+            if meta is None:
+                catalog.remove(item_id)
+                continue
+            vec = rt.item_vector(item_id)
+            if vec is not None and vec.shape[0] != catalog.dim:
+                vec = None
+            ts, title = meta
+            catalog.upsert(item_id, vec, rt.item_categories.get(item_id, ()), ts, title)
+
+    def load_state(self, raw: bytes | None) -> UserRecord | None:
+        """A stored user record; None (a fresh state) when absent or unreadable."""
+        if raw is None:
+            return None
+        try:
+            return UserRecord.from_bytes(raw, self.params.interest)
+        except StateError as exc:
+            # A record from an older layout or a corrupt one: the user starts afresh rather
+            # than the worker stopping (logged and counted in /stats/engine/).
+            self.bad_states += 1
+            log.error("unreadable user state, starting afresh: %s", exc)
+            return None
+
+    def apply_delta(self, key: str, delta: SharedDelta) -> None:
+        if key in self.applied_keys:
+            return
+        self.applied_keys.add(key)
+        self.shared.apply(delta)
+        self.deltas_applied += 1
+
+    def apply_raw(self, key: Any, value: Any) -> None:
+        """Apply a stored or read delta record (JSON bytes, text or dict); a corrupt one is
+        logged, counted and skipped."""
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        name = name.strip('"')
+        try:
+            if isinstance(value, bytes | str):
+                value = json.loads(value)
+            if value is not None:
+                self.apply_delta(name, SharedDelta.from_dict(value))
+        except (StateError, ValueError, TypeError) as exc:
+            self.bad_deltas += 1
+            log.error("unreadable shared delta %s skipped: %s", name, exc)
+
+    async def on_shared_delta(self, event: Any) -> None:
+        """Faust callback for every shared-deltas changelog record read (recovery, others)."""
+        self.apply_raw(event.key, event.value)
+
+    def scan(self, deltas: Any, catalog: Any) -> None:
+        """Apply what the local stores hold but the callbacks never delivered: Faust resumes
+        recovery from the offsets persisted in RocksDB, so after a restart on the same data
+        directory the records before them are in the store but were never read again."""
+        for key, value in list(catalog.items()):
+            item_id = str(key).strip('"')
+            if item_id not in self.runtime.item_meta:
+                self.runtime.apply_catalog(item_id, value)
+        for key, value in list(deltas.items()):
+            self.apply_raw(key, value)
+        self.needs_scan = False

@@ -1,0 +1,197 @@
+"""The in-process runner: the workers' engine over the same event order, without a broker.
+
+Same engine (models/recommender.py), same hyperparameters (config/engine_params.py), same
+micro-batches as a worker's (`batch_size` events, shared statistics applied after each batch),
+same shard of each user as the Kafka partitioner gives it, so its lists are the Kafka
+pipeline's lists up to batch boundaries and the timing of shared statistics. It exists to
+iterate on ranking quickly; the Kafka replay stays the truth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from kafka.partitioner.default import murmur2
+from threadpoolctl import threadpool_limits
+
+from recstream.config.engine_params import engine_params
+from recstream.config.settings import Settings
+from recstream.evaluation.replay import CollectedList
+from recstream.models.catalog import Catalog
+from recstream.models.item_text import clean_text
+from recstream.models.recommender import Event, RecList, Recommender
+
+
+def owner_shard(user_id: str, partitions: int) -> int:
+    """The events partition Kafka's default (murmur2) partitioner gives a user id key."""
+    return (murmur2(user_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class InProcessResult:
+    """Lists in event order, with the wall time of the replay itself (catalogue loaded)."""
+
+    lists: list[CollectedList]
+    n_events: int
+    wall_s: float
+    batches: int
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.n_events / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+def build_catalog(
+    items: Sequence[Mapping[str, Any]], vectors: Mapping[str, np.ndarray], dim: int
+) -> Catalog:
+    catalog = Catalog(dim, capacity=max(len(items), 1))
+    for item in items:
+        item_id = str(item["item_id"])
+        catalog.upsert(
+            item_id,
+            vectors.get(item_id),
+            tuple(item.get("categories") or ()),
+            item.get("ts"),
+            str(item.get("title") or ""),
+        )
+    return catalog
+
+
+def to_event(
+    raw: Mapping[str, Any], partitions: int, text_vectors: Mapping[str, np.ndarray]
+) -> Event:
+    value = raw.get("value")
+    text = clean_text(raw.get("text")) if raw.get("text") else ""
+    return Event(
+        user_id=str(raw["user_id"]),
+        event_id=str(raw["event_id"]),
+        event_type=str(raw["event_type"]),
+        ts=float(raw["ts"]),
+        item_id=None if raw.get("item_id") is None else str(raw["item_id"]),
+        value=None if value is None else float(value),
+        rec_id=raw.get("rec_id"),
+        text_vec=text_vectors.get(text) if text else None,
+        shard=owner_shard(str(raw["user_id"]), partitions),
+    )
+
+
+def collected(lst: RecList) -> CollectedList:
+    return CollectedList(
+        user_id=lst.user_id,
+        event_id=str(lst.as_of_event_id),
+        as_of_ts=lst.as_of_ts,
+        kafka_ts_ms=0,
+        ranker=lst.ranker,
+        items=tuple(r.item_id for r in lst.items),
+        weights=dict(lst.weights),
+        top_interests=tuple((str(t["category"]), float(t["share"])) for t in lst.top_interests),
+    )
+
+
+def replay_inprocess(
+    settings: Settings,
+    items: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+    vectors: Mapping[str, np.ndarray],
+    encode: Callable[[list[str]], np.ndarray] | None = None,
+    *,
+    batch_size: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    **overrides: Any,
+) -> InProcessResult:
+    """Run the engine over `events` in order, a list after every event (debounce 0).
+
+    vectors: item id → vector (the catalogue's); encode: texts → unit vectors, for events with
+    text (None: their text is ignored); batch_size: events per micro-batch (default the
+    workers' `batch_max_events`); overrides: EngineParams fields (e.g. eta=0.0).
+    """
+    dim = next((v.shape[0] for v in vectors.values()), 384)
+    catalog = build_catalog(items, vectors, dim)
+    params = engine_params(settings, **overrides)
+    shared = params.shared_stats()
+    engine = Recommender(params, catalog, shared)
+    texts = sorted({clean_text(e.get("text")) for e in events if e.get("text")} - {""})
+    text_vectors = dict(zip(texts, encode(texts), strict=True)) if texts and encode else {}
+    size = batch_size or settings.batch_max_events
+    parts = settings.events_partitions
+    # As in a worker (cli/worker.py): one BLAS thread unless configured otherwise. An idle
+    # OpenBLAS pool spins, and its threads thrash on the engine's many small products.
+    blas = threadpool_limits(limits=settings.blas_threads, user_api="blas")
+    started = time.perf_counter()
+    states: dict[str, Any] = {}
+    out: list[CollectedList] = []
+    rejected: list[tuple[str, str]] = []
+    batches = 0
+    for start in range(0, len(events), size):
+        batch = [to_event(e, parts, text_vectors) for e in events[start : start + size]]
+        applied = engine.apply(states, batch, lists="every")
+        lists = engine.rank(applied)
+        states.update(applied.states)
+        for delta in applied.deltas.values():
+            shared.apply(delta)
+        out.extend(collected(lst) for lst in lists)
+        rejected.extend(applied.rejected)
+        batches += 1
+        if on_batch is not None:
+            on_batch(start + len(batch))
+    wall = time.perf_counter() - started
+    blas.restore_original_limits()
+    return InProcessResult(out, len(events), wall, batches, rejected)
+
+
+def as_replay_result(
+    settings: Settings, result: InProcessResult, events: Sequence[Mapping[str, Any]]
+) -> Any:
+    """The in-process run in the shape the Kafka replay reports (no latencies: no broker)."""
+    from recstream.evaluation.replay import ReplayResult
+
+    reflected = {lst.event_id for lst in result.lists}
+    return ReplayResult(
+        settings=settings,
+        lists=result.lists,
+        sent_ts_ms={},
+        n_events=result.n_events,
+        first_sent_ms=0,
+        last_sent_ms=0,
+        last_list_ms=int(result.wall_s * 1000),
+        unreflected=[str(e["event_id"]) for e in events if str(e["event_id"]) not in reflected],
+        startup_s=0.0,
+        send_s=0.0,
+        worker_logs=[],
+        notes=[
+            f"in-process engine: {result.batches} micro-batches, {result.wall_s:.1f} s wall; "
+            "no broker, so no latency"
+        ],
+    )
+
+
+def inprocess_replays(
+    settings: Settings,
+    data: Any,
+    vectors: Mapping[str, np.ndarray],
+    encode: Callable[[list[str]], np.ndarray] | None,
+    console: Any,
+    *,
+    fixed_weights: bool,
+) -> tuple[Any, Any | None]:
+    """The in-process run under test and, with `fixed_weights`, the η = η_global = 0 run."""
+
+    def run(**overrides: Any) -> Any:
+        res = replay_inprocess(settings, data.items, data.events, vectors, encode, **overrides)
+        console.print(
+            f"in-process: {res.n_events} events, {len(res.lists)} lists, {res.wall_s:.1f} s "
+            f"({res.events_per_s:.0f} events/s)"
+        )
+        return as_replay_result(settings, res, data.events)
+
+    result = run()
+    fixed = None
+    if fixed_weights and settings.ranker == "fused":
+        console.print("[bold]fixed_weights[/bold]: the same replay with η = η_global = 0")
+        fixed = run(eta=0.0, eta_global=0.0)
+    return result, fixed
