@@ -80,6 +80,8 @@ def encoder_from_settings(settings: Settings) -> Any:
         precision=settings.embed_precision,
         backend=settings.embed_backend,
         num_threads=settings.embed_threads,
+        export_dir=settings.embed_export_dir or settings.home / "onnx",
+        log=log.warning,  # an ONNX export takes a while: say so even at log level warning
     )
 
 

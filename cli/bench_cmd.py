@@ -26,15 +26,40 @@ def bench_embed(
     n: Annotated[int, typer.Option("--n", help="Texts (items) to embed.")] = 2000,
     batch_size: Annotated[int, typer.Option(help="Micro-batch / encode batch size.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    backend: Annotated[
+        str | None,
+        typer.Option(help="torch, onnx or onnx-int8 (default: RECSTREAM_EMBED_BACKEND)."),
+    ] = None,
+    stage: Annotated[
+        bool,
+        typer.Option(
+            help="Run the Kafka stage (a worker, the broker); --no-stage times the encoder "
+            "alone (a GPU machine without Kafka)."
+        ),
+    ] = True,
+    repeats: Annotated[int, typer.Option(help="--no-stage: passes; the fastest counts.")] = 3,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Also write the JSON here.")
     ] = None,
 ) -> None:
-    """Embedding stage end to end (items topic → stored vectors) vs a plain encode call."""
-    from recstream.bench_stage import run_stage_bench
+    """Embedding stage end to end (items topic → stored vectors) vs the backend's plain call;
+    with --no-stage the encoder alone (items/s, batch latency)."""
     from recstream.config.settings import Settings
 
-    emit(run_stage_bench(Settings(), n, batch_size, device), json_file)
+    settings = Settings()
+    chosen = backend or settings.embed_backend
+    if not stage:
+        from recstream.bench_embed import run_encode_bench
+
+        export_dir = settings.embed_export_dir or settings.home / "onnx"
+        result = run_encode_bench(
+            n, batch_size, device, backend=chosen, export_dir=export_dir, repeats=repeats
+        )
+        emit(result, json_file)
+        return
+    from recstream.bench_stage import run_stage_bench
+
+    emit(run_stage_bench(settings, n, batch_size, device, backend=chosen), json_file)
 
 
 @bench_app.command("encode")
@@ -42,15 +67,24 @@ def bench_encode(
     n: Annotated[int, typer.Option("--n", help="Texts to embed.")] = 2000,
     batch_size: Annotated[int, typer.Option(help="Encode batch size.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    backend: Annotated[str, typer.Option(help="torch, onnx or onnx-int8.")] = "torch",
     repeats: Annotated[int, typer.Option(help="Passes; the fastest is reported.")] = 1,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Also write the JSON here.")
     ] = None,
 ) -> None:
-    """The encoder alone (no Kafka): plain library call vs recstream's TextEncoder."""
+    """The encoder alone (no Kafka): the backend's plain call vs recstream's TextEncoder."""
     from recstream.bench_embed import run_encode_bench
+    from recstream.config.settings import Settings
 
-    emit(run_encode_bench(n, batch_size, device, repeats=repeats), json_file)
+    settings = Settings()
+    export_dir = settings.embed_export_dir or settings.home / "onnx"
+    emit(
+        run_encode_bench(
+            n, batch_size, device, backend=backend, export_dir=export_dir, repeats=repeats
+        ),
+        json_file,
+    )
 
 
 @bench_app.command("state")

@@ -1,13 +1,16 @@
 """`recstream bench embed`: the embedding stage end to end, against a plain encode call.
 
 (a) the stage: N items are published to a throwaway items topic; a real worker (its own
-    process, a fresh vector cache) validates them, micro-batches them, encodes them and emits
-    their vectors. Throughput is N / (Kafka timestamp of the last vector record − the time the
-    first item was sent). The worker is warmed up first (model loaded, one item embedded).
-(b) the baseline: `SentenceTransformer.encode(texts, batch_size=B)` in this process on the same
-    N texts, after the worker has stopped (so the two never share the CPU).
+    process, a fresh vector cache, the chosen backend) validates them, micro-batches them,
+    encodes them and emits their vectors. Throughput is N / (Kafka timestamp of the last vector
+    record − the time the first item was sent). The worker is warmed up first (model loaded,
+    one item embedded).
+(b) the baseline: the plain call of the same backend (`TextEncoder.plain_encode`: for torch
+    `SentenceTransformer.encode(texts, batch_size=B)`) in this process on the same N texts, after
+    the worker has stopped (so the two never share the CPU); for the ONNX backends also plain
+    torch encode of the same texts, for the speed-up.
 
-ratio = (a) / (b): 1.0 means the stage adds no overhead to the model's own speed.
+ratio = (a) / (b): 1.0 means the stage adds no overhead to the backend's own speed.
 """
 
 from __future__ import annotations
@@ -55,9 +58,26 @@ def _consume_vectors(settings: Settings, want: set[str], timeout_s: float) -> di
 
 
 def run_stage_bench(
-    base: Settings, n: int, batch_size: int, device: str, seed: int = 0, timeout_s: float = 900
+    base: Settings,
+    n: int,
+    batch_size: int,
+    device: str,
+    seed: int = 0,
+    timeout_s: float = 900,
+    backend: str | None = None,
 ) -> dict[str, Any]:
+    """Run (a) and (b) of the module docstring; ``backend`` None keeps ``base``'s.
+
+    Returns: ``device``, ``backend``, ``model``, ``n``, ``batch_size``; ``stage_items_per_s``,
+    ``encode_items_per_s`` (the plain call of the same backend) and ``ratio``; for the ONNX
+    backends ``torch_items_per_s`` and ``speedup_vs_torch`` (plain calls, same texts);
+    ``batch_ms_p50`` / ``batch_ms_p99`` (ms per encode call in the worker), ``stage_batches``
+    and ``stage_mean_batch`` (items per encode call).
+    """
     from recstream.bench_embed import synthetic_item_texts
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from recstream.agents.embedding import encoder_from_settings
 
     tag = f"benchembed{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="recstream-bench-"))
@@ -67,10 +87,14 @@ def run_stage_bench(
             "topic_prefix": f"{tag}-",
             "embed_batch_size": batch_size,
             "embed_device": device,
+            "embed_backend": backend or base.embed_backend,
             "data_dir": work / "worker",
             "log_level": "warning",
         }
     )
+    # Loaded here first so that an ONNX export (once per model and backend) is made before the
+    # worker starts, not inside its warm-up; this process's copy stays idle until (b).
+    encoder = encoder_from_settings(settings)
     titles = synthetic_item_texts(n, seed)
     texts = [item_text(t, [], "", {}) for t in titles]
     ensure_topics(settings)
@@ -105,30 +129,41 @@ def run_stage_bench(
         worker.stop()
         delete_topics_with_prefix(settings, tag)
 
-    # (b) the plain library call, same texts, same batch size, nothing else running.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from recstream.models.encoder import TextEncoder
-
-    encoder = TextEncoder(device=device, batch_size=batch_size)
-    model = encoder.model
-    model.encode(texts[:batch_size], batch_size=batch_size, show_progress_bar=False)  # warm-up
-    t0 = time.perf_counter()
-    model.encode(texts, batch_size=batch_size, show_progress_bar=False)
-    encode_s = time.perf_counter() - t0
-
+    # (b) the plain call of the same backend, same texts, same batch size, nothing else running.
+    encode_s = _time_plain(encoder, texts, batch_size)
     batch_ms = stats["batch_ms"][1:] or stats["batch_ms"]  # the first is the warm-up item
     stage = n / stage_s
     plain = n / encode_s
-    return {
+    result: dict[str, Any] = {
         "device": encoder.device,
+        "backend": encoder.backend,
         "model": encoder.model_id,
         "n": n,
         "batch_size": batch_size,
         "stage_items_per_s": round(stage, 1),
         "encode_items_per_s": round(plain, 1),
         "ratio": round(stage / plain, 3),
-        "batch_ms_p50": round(float(np.percentile(batch_ms, 50)), 1),
-        "batch_ms_p99": round(float(np.percentile(batch_ms, 99)), 1),
-        "stage_batches": len(batch_ms),
-        "stage_mean_batch": round(float(np.mean(stats["batch_sizes"][1:] or [0])), 1),
     }
+    if encoder.backend != "torch":
+        torch_settings = settings.model_copy(update={"embed_backend": "torch"})
+        torch_encoder = encoder_from_settings(torch_settings)
+        torch_s = _time_plain(torch_encoder, texts, batch_size)
+        result["torch_items_per_s"] = round(n / torch_s, 1)
+        result["speedup_vs_torch"] = round(torch_s / encode_s, 3)
+    result.update(
+        {
+            "batch_ms_p50": round(float(np.percentile(batch_ms, 50)), 1),
+            "batch_ms_p99": round(float(np.percentile(batch_ms, 99)), 1),
+            "stage_batches": len(batch_ms),
+            "stage_mean_batch": round(float(np.mean(stats["batch_sizes"][1:] or [0])), 1),
+        }
+    )
+    return result
+
+
+def _time_plain(encoder: Any, texts: list[str], batch_size: int) -> float:
+    """Seconds of one plain call of ``encoder``'s backend on ``texts``, after a warm-up batch."""
+    encoder.plain_encode(texts[:batch_size])
+    t0 = time.perf_counter()
+    encoder.plain_encode(texts)
+    return time.perf_counter() - t0

@@ -138,8 +138,16 @@ class Settings(BaseSettings):
     )
     embed_device: str = Field("auto", description="auto (cuda when available), cpu, cuda, ...")
     embed_precision: str = Field("auto", description="auto (fp16 on cuda), fp32, fp16, bf16.")
-    embed_backend: Literal["torch", "onnx", "openvino"] = Field(
-        "torch", description="Inference backend; onnx/openvino need their optional packages."
+    embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="Inference backend: torch (sentence-transformers), onnx (ONNX Runtime, "
+        "fp32) or onnx-int8 (ONNX Runtime, int8 weights; the fastest on CPU). The "
+        "backend is part of the model id, so each backend has its own cached vectors.",
+    )
+    embed_export_dir: Path | None = Field(
+        None,
+        description="Folder of the ONNX exports, made once per model and backend on first use "
+        "(None: <home>/onnx, i.e. ~/.cache/recstream/onnx).",
     )
     embed_batch_size: int = Field(256, ge=1, description="Most texts per micro-batch.")
     embed_wait_s: float = Field(

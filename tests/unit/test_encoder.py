@@ -116,12 +116,22 @@ def test_argument_validation_happens_before_loading() -> None:
         TextEncoder(device="cpu", precision="int4")
 
 
-@pytest.mark.skipif(
-    encoder_module._module_available("optimum.onnxruntime"), reason="onnx backend installed"
-)
-def test_missing_onnx_backend_is_a_model_error() -> None:
-    with pytest.raises(ModelError, match=r"sentence-transformers\[onnx\]"):
-        TextEncoder(device="cpu", backend="onnx")
+def test_onnx_backends_need_an_export_dir_and_a_cpu_or_gpu_runtime() -> None:
+    with pytest.raises(ValidationError, match="export_dir"):
+        TextEncoder(device="cpu", backend="onnx-int8")
+    if not encoder_module._onnx_cuda_available():
+        # The onnxruntime wheel runs on the CPU only: a cuda device must be refused, not
+        # silently run on the CPU.
+        with pytest.raises(ValidationError, match="onnxruntime-gpu"):
+            TextEncoder(device="cuda", backend="onnx", export_dir="unused")
+    with pytest.raises(ValidationError, match="runs on"):
+        TextEncoder(device="mps", backend="onnx", export_dir="unused")
+
+
+def test_plain_encode_is_the_library_call(enc: TextEncoder) -> None:
+    texts = ["a cat", "Organic green tea, 100 bags"]
+    want = enc.model.encode(texts, batch_size=enc.batch_size, show_progress_bar=False)
+    np.testing.assert_allclose(enc.plain_encode(texts), want, atol=1e-6)
 
 
 def test_unloadable_model_is_a_model_error(tmp_path: os.PathLike[str]) -> None:
