@@ -87,6 +87,32 @@ def bench_encode(
     )
 
 
+@bench_app.command("embed-quality")
+def bench_embed_quality(
+    dataset: Annotated[
+        Path, typer.Option(help="MovieLens folder with movies.csv (the items embedded).")
+    ] = Path("../shared/data/ml-latest-small"),
+    backends: Annotated[str, typer.Option(help="Comma-separated backends to compare.")] = (
+        "onnx,onnx-int8"
+    ),
+    limit: Annotated[int, typer.Option(help="First N movies only (0: all).")] = 0,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the JSON here.")
+    ] = None,
+) -> None:
+    """Each backend's vectors against torch fp32: cosine and top-10 neighbour overlap (CPU)."""
+    from recstream.bench_embed import movielens_item_texts, run_quality_bench
+    from recstream.config.settings import Settings
+
+    settings = Settings()
+    texts = movielens_item_texts(dataset)
+    if limit:
+        texts = texts[:limit]
+    export_dir = settings.embed_export_dir or settings.home / "onnx"
+    chosen = [b.strip() for b in backends.split(",") if b.strip()]
+    emit(run_quality_bench(texts, chosen, export_dir), json_file)
+
+
 @bench_app.command("state")
 def bench_state(
     users: Annotated[int, typer.Option(help="Users.")] = 2000,

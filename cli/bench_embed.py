@@ -13,6 +13,7 @@ selection, allocator growth, lazy imports) are not counted.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -28,8 +29,14 @@ import numpy as np
 
 from recstream.models.encoder import TextEncoder
 from recstream.models.item_text import item_text
+from recstream.models.onnx_quality import agreement
 
-__all__ = ["run_encode_bench", "synthetic_item_texts"]
+__all__ = [
+    "movielens_item_texts",
+    "run_encode_bench",
+    "run_quality_bench",
+    "synthetic_item_texts",
+]
 
 # (title nouns, category path, description phrase) per product family: enough variety that
 # texts differ in length and vocabulary the way a real catalog does.
@@ -202,6 +209,49 @@ def run_encode_bench(
     result["batch_ms_p50"] = round(float(np.percentile(batch_ms, 50)), 2)
     result["batch_ms_p99"] = round(float(np.percentile(batch_ms, 99)), 2)
     return result
+
+
+def movielens_item_texts(dataset: str | Path) -> list[str]:
+    """The text the pipeline embeds for each MovieLens movie: title and genres via ``item_text``.
+
+    ``dataset`` is a MovieLens folder holding ``movies.csv`` (e.g. ml-latest-small).
+    """
+    path = Path(dataset) / "movies.csv"
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [
+        item_text(
+            r["title"], [g for g in r["genres"].split("|") if g != "(no genres listed)"], None, None
+        )
+        for r in rows
+    ]
+
+
+def run_quality_bench(
+    texts: Sequence[str],
+    backends: Sequence[str],
+    export_dir: str | Path,
+    *,
+    batch_size: int = 256,
+    k: int = 10,
+) -> dict[str, Any]:
+    """Agreement of each backend's vectors with torch fp32 vectors of the same texts (CPU).
+
+    Returns:
+        ``n``, ``k``, and per backend the figures of
+        :func:`~recstream.models.onnx_quality.agreement` (cosines, top-``k`` neighbour overlap).
+    """
+    reference = TextEncoder(device="cpu", batch_size=batch_size, precision="fp32").encode(texts)
+    out: dict[str, Any] = {"n": len(texts), "k": k, "reference": "torch fp32"}
+    for backend in backends:
+        encoder = TextEncoder(
+            device="cpu", batch_size=batch_size, backend=backend, export_dir=export_dir, log=_say
+        )
+        figures = agreement(reference, encoder.encode(texts), k=k)
+        out[backend] = {
+            key: round(v, 4) if isinstance(v, float) else v for key, v in figures.items()
+        }
+    return out
 
 
 def batch_latencies_ms(encoder: TextEncoder, texts: Sequence[str], batch_size: int) -> list[float]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from recstream.config.settings import Settings
 from recstream.evaluation.workers import WorkerProcess
@@ -37,7 +37,6 @@ def _consume_vectors(settings: Settings, want: set[str], timeout_s: float) -> di
     """item_id → Kafka timestamp (ms) of its vector record, until all of `want` arrived."""
     topic = settings.topic(f"{settings.app_id}-item-vectors")
     consumer = KafkaConsumer(
-        topic,
         bootstrap_servers=settings.bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest",
@@ -47,6 +46,20 @@ def _consume_vectors(settings: Settings, want: set[str], timeout_s: float) -> di
     seen: dict[str, int] = {}
     deadline = time.monotonic() + timeout_s
     try:
+        # The worker creates the topic when it starts. A consumer subscribed before that kept
+        # the topic as unknown for minutes (kafka-python refreshes metadata every 5 min), and
+        # the warm-up timed out in 3 of 4 runs with the ONNX backends; so wait for the
+        # partitions, then assign them.
+        partitions: set[int] | None = None
+        while time.monotonic() < deadline and not partitions:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                time.sleep(0.5)
+        if not partitions:
+            return seen
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
         while time.monotonic() < deadline and not want <= seen.keys():
             for msg in consumer:
                 key = msg.key.decode() if msg.key else ""

@@ -27,13 +27,16 @@ at once never see half a file. :class:`OnnxSentenceModel` loads them into an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -180,7 +183,10 @@ def _export_into(model_path: str, out: Path, backend: str) -> dict[str, Any]:
     dynamic["sentence_embedding"] = {0: "batch"}
     fp32_path = out / ("model-fp32.onnx" if ONNX_BACKENDS[backend] else _GRAPH)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings(), _quiet_root_log():
+            # The tracer warns about every Python-level shape test it freezes; the check below
+            # (texts of 1 to 256 tokens) is what tells whether freezing them was right.
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 graph,
                 args,
@@ -194,14 +200,15 @@ def _export_into(model_path: str, out: Path, backend: str) -> dict[str, Any]:
         if ONNX_BACKENDS[backend]:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(
-                fp32_path,
-                out / _GRAPH,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                reduce_range=True,
-                op_types_to_quantize=["MatMul"],
-            )
+            with _quiet_root_log():
+                quantize_dynamic(
+                    fp32_path,
+                    out / _GRAPH,
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    reduce_range=True,
+                    op_types_to_quantize=["MatMul"],
+                )
             fp32_path.unlink()
     except ModelError:
         raise
@@ -242,6 +249,19 @@ def _export_into(model_path: str, out: Path, backend: str) -> dict[str, Any]:
             f"cosines {np.round(cos, 4).tolist()}"
         )
     return meta
+
+
+@contextlib.contextmanager
+def _quiet_root_log() -> Iterator[None]:
+    """Hide root-logger warnings meanwhile: onnxruntime.quantization logs advice through the root
+    logger ("consider pre-processing"), which a worker would print as if something were wrong."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _onnxruntime_version() -> str:
