@@ -70,7 +70,9 @@ def cosines(catalog: Catalog, rows: IntArray, req: SignalInputs) -> npt.NDArray[
     for j, v in enumerate((req.short, req.long)):
         u = unit(v)
         if u is not None:
-            out[j] = vecs @ u
+            # Per-row sums in float64: BLAS blocks a float32 product by row position, so the
+            # same item would score differently in another catalogue order (another worker).
+            out[j] = np.einsum("ij,j->i", vecs, u.astype(np.float64))
     return out
 
 
@@ -132,19 +134,49 @@ class BatchContext:
         return cls(pop, top_rows(live, n_popular, catalog.ids), index, labels)
 
 
+#: Extra semantic rows taken from the float32 product before the exact re-score.
+SEMANTIC_MARGIN = 16
+
+
+def query(req: SignalInputs) -> npt.NDArray[np.float64] | None:
+    """The request's semantic query in float64: the normalised mean of its unit short and
+    long interest vectors (None when it has neither)."""
+    parts = [u.astype(np.float64) for u in (unit(req.short), unit(req.long)) if u is not None]
+    if not parts:
+        return None
+    q = np.sum(parts, axis=0)
+    n = float(np.linalg.norm(q))
+    return q / n if n > 0 else None
+
+
+def semantic_top(
+    sem: npt.NDArray[np.float32], req: SignalInputs, catalog: Catalog, n: int, ids: Sequence[str]
+) -> IntArray:
+    """The `n` rows nearest the query. The float32 product of the whole batch rounds each
+    score differently with the row's position (BLAS blocking), and rows are in arrival order,
+    which differs between workers and runners: its top n + margin are re-scored exactly (per
+    row, float64) and cut by (score, id), so the choice is the same everywhere."""
+    q = query(req)
+    if q is None:
+        return np.zeros(0, dtype=np.int64)
+    rough = top_rows(sem, n + SEMANTIC_MARGIN)
+    exact = np.einsum("ij,j->i", catalog.vectors[rough], q)
+    return np.asarray(rough[top_rows(exact, n, [ids[r] for r in rough.tolist()])], np.int64)
+
+
 def candidate_pool(
     sem: npt.NDArray[np.float32],
+    req: SignalInputs,
+    catalog: Catalog,
     covisit: dict[int, float],
     ctx: BatchContext,
     per_source: int,
-    ids: Sequence[str],
 ) -> IntArray:
     """Union of the 2·per_source semantic top rows (the request's row of semantic_scores),
     the strongest co-visited rows and the most popular rows, without excluded or dead rows;
     first-seen order."""
-    parts: list[IntArray] = []
-    if np.any(sem[np.isfinite(sem)] != 0):
-        parts.append(top_rows(sem, 2 * per_source, ids))
+    ids = catalog.ids
+    parts: list[IntArray] = [semantic_top(sem, req, catalog, 2 * per_source, ids)]
     if covisit:
         keys = np.fromiter(covisit.keys(), dtype=np.int64, count=len(covisit))
         vals = np.fromiter(covisit.values(), dtype=np.float64, count=len(covisit))

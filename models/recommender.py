@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -43,7 +43,7 @@ from recstream.models.batch_signals import (
 from recstream.models.catalog import Catalog
 from recstream.models.covisitation import pair_increments
 from recstream.models.diversity import mmr_select
-from recstream.models.errors import RecstreamError
+from recstream.models.errors import ConfigError, RecstreamError
 from recstream.models.exploration import CategoryArm, allocate_exploration
 from recstream.models.fusion import RankedItem, fuse, normalise_with
 from recstream.models.interest_posterior import category_evidence_from_text
@@ -88,6 +88,12 @@ class EngineParams:
     window_long_s: float = 86_400.0
     window_long_step_s: float = 6 * 3600.0
     served_kept: int = 3
+
+    def with_dim(self, dim: int) -> EngineParams:
+        """The same hyperparameters for `dim`-wide vectors (the encoder's)."""
+        if self.interest.dim == dim:
+            return self
+        return replace(self, interest=replace(self.interest, dim=dim))
 
     def shared_stats(self) -> SharedStats:
         """An empty replica of the shared statistics with these hyperparameters."""
@@ -200,6 +206,11 @@ class Recommender:
     """The engine over one catalogue and one replica of the shared statistics."""
 
     def __init__(self, params: EngineParams, catalog: Catalog, shared: SharedStats) -> None:
+        if params.interest.dim != catalog.dim:
+            raise ConfigError(
+                f"interest vectors have {params.interest.dim} dimensions, the catalogue "
+                f"{catalog.dim}: build EngineParams with InterestParams(dim={catalog.dim})"
+            )
         self.params = params
         self.catalog = catalog
         self.shared = shared
@@ -393,7 +404,7 @@ class Recommender:
                 probes[req.user_id] = (req.probe, sig.probe_raw[sig.probe_at[i]])
             if req.publish:
                 lists.append(self._rank_one(req, rec, sig, i, own, arms))
-        for shard, w in own.items():
+        for shard, w in own.items():  # only the shards whose copy feedback moved
             applied.delta(shard).weights = w.weights.tolist()
         return lists
 
@@ -415,7 +426,7 @@ class Recommender:
             sem_rows[i] = sem[j]
             if p.ranker == FUSED:
                 pools[i] = candidate_pool(
-                    sem[j], covs[i], ctx, p.candidates_per_source, self.catalog.ids
+                    sem[j], reqs[i].inputs, self.catalog, covs[i], ctx, p.candidates_per_source
                 )
         probe_at: dict[int, int] = {}
         probe_rows: list[int] = []
@@ -485,7 +496,10 @@ class Recommender:
             weights: dict[str, float] = {POPULARITY: 1.0}
         else:
             a, b = int(sig.offsets[i]), int(sig.offsets[i + 1])
-            gw = self.shared.global_weights(req.shard, self._weights_for(own, req.shard).weights)
+            # A shard's copy enters the mean only once feedback has moved it (as from its
+            # first delta on): shards without feedback do not pull the weights to uniform.
+            moved = own.get(req.shard)
+            gw = self.shared.global_weights(req.shard, None if moved is None else moved.weights)
             w = rec.weights.effective(gw, p.weight_shrinkage)
             normalised = normalise_with(sig.raw[a:b], sig.lo[i], sig.hi[i])
             items = self._fuse(sig.pools[i], normalised, w)
@@ -516,20 +530,30 @@ class Recommender:
         scores, contributions = fuse(normalised, w)
         top = np.argsort(-scores, kind="stable")[: p.k * p.mmr_pool]
         if p.mmr_trade_off < 1.0 and top.size > 1:
-            vecs = self.catalog.vectors[pool[top]]
-            sims = (vecs @ vecs.T).astype(np.float64)
+            # float64: a float32 product rounds differently with the arrays' alignment and
+            # shape, and MMR's near-ties would then pick differently in the two runners.
+            vecs = self.catalog.vectors[pool[top]].astype(np.float64)
+            sims = vecs @ vecs.T
             chosen = [int(top[j]) for j in mmr_select(scores[top], sims, p.k, p.mmr_trade_off)]
         else:
             chosen = [int(i) for i in top[: p.k]]
         ids = self.catalog.ids
+        # One conversion per list rather than per item: this runs for every list.
+        rows = pool[chosen].tolist()
         return [
             RankedItem(
-                item_id=ids[int(pool[i])],
-                score=float(scores[i]),
-                contributions=dict(zip(SIGNAL_NAMES, contributions[i].tolist(), strict=True)),
-                signals=dict(zip(SIGNAL_NAMES, normalised[i].tolist(), strict=True)),
+                ids[r],
+                s,
+                dict(zip(SIGNAL_NAMES, c, strict=True)),
+                dict(zip(SIGNAL_NAMES, n, strict=True)),
             )
-            for i in chosen
+            for r, s, c, n in zip(
+                rows,
+                scores[chosen].tolist(),
+                contributions[chosen].tolist(),
+                normalised[chosen].tolist(),
+                strict=True,
+            )
         ]
 
     def _arm_order(self, ctx: BatchContext) -> ArmOrder | None:

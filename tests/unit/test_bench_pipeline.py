@@ -189,7 +189,7 @@ def test_json_shape_without_a_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     )
     json.dumps(out)  # one JSON-able object
     assert [c["rate"] for c in calls] == [None, 1000.0]
-    assert [c["max_in_flight"] for c in calls] == [64, 0]
+    assert [c["max_in_flight"] for c in calls] == [bench.DEFAULT_IN_FLIGHT_PER_WORKER, 0]
     assert all(c["overrides"] == {"ranker": "popularity"} for c in calls)
     for key in (
         "events_per_s",
