@@ -115,6 +115,12 @@ class EmbeddingRuntime:
         self._centroids: tuple[list[str], np.ndarray] | None = None
         self._centroids_dirty = True
         self.stale_vectors = 0
+        # Ids whose catalog entry, vector or categories changed since the engine's catalogue
+        # (agents/engine_runtime.py) last synced; it drains this set.
+        self.changed: set[str] = set()
+        # The vectors exactly as stored (before the index normalises them again), until the
+        # engine's catalogue takes them: both runners must rank over the same float32 values.
+        self.new_vectors: dict[str, np.ndarray | None] = {}
 
     # --- encoder and cache -------------------------------------------------------------------
     def _load_encoder(self) -> Any:
@@ -191,6 +197,7 @@ class EmbeddingRuntime:
     def apply_catalog(self, item_id: str, entry: dict[str, Any] | None) -> None:
         """Mirror one catalog change (an upsert, or None for a deletion) into memory."""
         self._centroids_dirty = True
+        self.changed.add(item_id)
         old = self.item_categories.pop(item_id, ())
         self.item_meta.pop(item_id, None)
         self._uncategorised.discard(item_id)
@@ -215,6 +222,7 @@ class EmbeddingRuntime:
             # is re-embedded when it is published again.
             vec = None
             self.stale_vectors += 1
+        self.new_vectors[item_id] = decode_vector(vec) if vec else None
         if vec:
             v = decode_vector(vec)
             if self.index is None:
@@ -291,6 +299,7 @@ class EmbeddingRuntime:
             label = self._cluster_label(int(c))
             self._cluster_of[item_id] = label
             self.item_categories[item_id] = (label,)
+            self.changed.add(item_id)
             self.category_items.setdefault(label, set()).add(item_id)
         self._centres = centres
         self._clustered_at = len(self._uncategorised)

@@ -46,6 +46,7 @@ class EngineRuntime:
     def engine(self, dim: int) -> Recommender:
         """The engine over a catalogue of `dim`-wide vectors, synced with the catalog."""
         if self._engine is None or self._engine.catalog.dim != dim:
+            self.params = self.params.with_dim(dim)
             self._engine = Recommender(self.params, Catalog(dim), self.shared)
             self.runtime.changed.update(self.runtime.item_meta)
         self.sync(self._engine.catalog)
@@ -59,12 +60,17 @@ class EngineRuntime:
             meta = rt.item_meta.get(item_id)
             if meta is None:
                 catalog.remove(item_id)
+                rt.new_vectors.pop(item_id, None)
                 continue
-            vec = rt.item_vector(item_id)
+            cats = rt.item_categories.get(item_id, ())
+            if item_id in catalog and item_id not in rt.new_vectors:
+                catalog.set_categories(item_id, cats)  # a cluster relabel: the vector stays
+                continue
+            vec = rt.new_vectors.pop(item_id, None)
             if vec is not None and vec.shape[0] != catalog.dim:
                 vec = None
             ts, title = meta
-            catalog.upsert(item_id, vec, rt.item_categories.get(item_id, ()), ts, title)
+            catalog.upsert(item_id, vec, cats, ts, title)
 
     def load_state(self, raw: bytes | None) -> UserRecord | None:
         """A stored user record; None (a fresh state) when absent or unreadable."""

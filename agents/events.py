@@ -93,7 +93,11 @@ class EventsShell:
         self.runtime = runtime
         self.engine_rt = engine_rt
         self.limits = Limits.from_settings(settings)
-        self.policy: ListPolicy = "every" if settings.debounce_s <= 0 else "last"
+        self.policy: ListPolicy = (
+            "none"
+            if not settings.publish_lists
+            else ("every" if settings.debounce_s <= 0 else "last")
+        )
         self.published = 0
         self._last_sent: dict[str, float] = {}  # user → monotonic time of its last list
         self._pending: dict[str, tuple[RecList, Catalog]] = {}  # lists held back by debounce

@@ -147,7 +147,7 @@ def bench_pipeline(
         int | None,
         typer.Option(
             help="Unpaced run: events sent but not yet reflected by a list, at most "
-            "(default 64 per worker; 0: no limit, a backlog forms)."
+            "(default 1000 per worker; 0: no limit, a backlog forms)."
         ),
     ] = None,
     passthrough: Annotated[

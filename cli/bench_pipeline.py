@@ -5,7 +5,7 @@ every event produces a list (`recstream.evaluation.replay`). One invocation make
 replays (each with fresh throwaway topics, app id and data dirs) and one passthrough run, and
 prints one JSON object:
 
-Unpaced run (closed loop: at most ``max_in_flight`` sent events without a list, default 64 per
+Unpaced run (closed loop: at most ``max_in_flight`` sent events without a list, default 1000 per
 worker, so every worker is kept busy without a backlog; 0: no limit, the whole stream queues):
 
 - ``events_per_s``: events / (first event sent → the last event's list received), wall seconds;
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 #: Throughput mode's flow-control window, per worker (see the module docstring).
-DEFAULT_IN_FLIGHT_PER_WORKER = 64
+DEFAULT_IN_FLIGHT_PER_WORKER = 1000
 #: Offered rate (events/s) of the paced run by default.
 DEFAULT_RATE = 1000.0
 #: Lists sampled from the recommendations topic to size the passthrough's records.

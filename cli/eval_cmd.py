@@ -52,7 +52,7 @@ def eval_command(
     max_in_flight: Annotated[
         int | None,
         typer.Option(
-            help="Events sent but not yet reflected by a list, at most (default 16 per "
+            help="Events sent but not yet reflected by a list, at most (default 500 per "
             "worker; 0: no limit, a backlog forms)."
         ),
     ] = None,

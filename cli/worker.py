@@ -32,6 +32,9 @@ def run_worker(settings: Settings) -> None:
     limit_blas_threads(settings.blas_threads)
     pipeline = build_pipeline(settings)
     pipeline.runtime.load_now()
+    # Faust's ProducerBuffer flushes inline once it holds more than `max_messages` (100):
+    # a micro-batch writes hundreds of records, and each inline flush stalls the agent.
+    pipeline.app.producer.buffer.max_messages = settings.producer_buffer_messages
     worker = faust.Worker(
         pipeline.app,
         loglevel=settings.log_level,

@@ -210,6 +210,44 @@ class Settings(BaseSettings):
         50, ge=1, description="Items of the current short window each partition broadcasts."
     )
 
+    # --- Micro-batches -------------------------------------------------------------------------
+    batch_max_events: int = Field(
+        500,
+        ge=1,
+        description="Most events a worker applies and ranks in one engine call (one matrix "
+        "product per batch; each changed user is written once per batch).",
+    )
+    publish_lists: bool = Field(
+        True,
+        description="Publish recommendation lists. False: the workers only learn (state, "
+        "shared statistics), e.g. to measure the state path alone.",
+    )
+    batch_wait_s: float = Field(
+        0.02,
+        gt=0,
+        description="Longest wait (wall s) for a micro-batch to fill before it is processed.",
+    )
+
+    # --- Producer ------------------------------------------------------------------------------
+    producer_linger_ms: int = Field(
+        5, ge=0, description="Wall ms the producer waits to fill a batch (Kafka linger.ms)."
+    )
+    producer_max_batch_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        description="Largest producer batch per partition (bytes; Kafka batch.size). A list "
+        "record is several KB: a small batch holds one or two and caps throughput.",
+    )
+    producer_compression: Literal["none", "gzip"] = Field(
+        "none", description="Compression of produced batches (gzip: smaller, more CPU)."
+    )
+    producer_buffer_messages: int = Field(
+        10_000,
+        ge=1,
+        description="Messages Faust's producer buffer holds before a send waits for a flush "
+        "(faust's default, 100, flushes inline every 100 table writes).",
+    )
+
     # --- Ranking ----------------------------------------------------------------------------
     ranker: Literal["fused", "popularity"] = Field(
         "fused",
@@ -271,9 +309,10 @@ class Settings(BaseSettings):
     debounce_s: float = Field(
         1.0,
         ge=0,
-        description="At most one list per user per this many wall seconds; later events "
-        "inside the interval are folded into one list published when it ends. 0: a list "
-        "after every event (evaluation).",
+        description="At most one list per user per this many wall seconds: the engine ranks a "
+        "user once per micro-batch (after its last event) and a list held back is replaced "
+        "by newer ones and sent when the interval ends. 0: a list after every event "
+        "(evaluation), reflecting exactly the user's events up to it.",
     )
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ from recstream.evaluation.replay import CollectedList
 from recstream.models.catalog import Catalog
 from recstream.models.item_text import clean_text
 from recstream.models.recommender import Event, RecList, Recommender
+from recstream.models.user_record import UserRecord
 
 
 def owner_shard(user_id: str, partitions: int) -> int:
@@ -112,7 +113,7 @@ def replay_inprocess(
     """
     dim = next((v.shape[0] for v in vectors.values()), 384)
     catalog = build_catalog(items, vectors, dim)
-    params = engine_params(settings, **overrides)
+    params = engine_params(settings, **overrides).with_dim(dim)
     shared = params.shared_stats()
     engine = Recommender(params, catalog, shared)
     texts = sorted({clean_text(e.get("text")) for e in events if e.get("text")} - {""})
@@ -131,7 +132,12 @@ def replay_inprocess(
         batch = [to_event(e, parts, text_vectors) for e in events[start : start + size]]
         applied = engine.apply(states, batch, lists="every")
         lists = engine.rank(applied)
-        states.update(applied.states)
+        # Through bytes, as a worker's table does (the interest state's encoding rounds its
+        # evidence to float32): the same inputs for the next batch in both runners.
+        states.update(
+            (u, UserRecord.from_bytes(rec.to_bytes(), params.interest))
+            for u, rec in applied.states.items()
+        )
         for delta in applied.deltas.values():
             shared.apply(delta)
         out.extend(collected(lst) for lst in lists)

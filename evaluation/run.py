@@ -52,8 +52,10 @@ from recstream.evaluation.scoring import (
 )
 from recstream.models.errors import DatasetError, RecstreamError
 
-#: Default flow-control window of the replay, per worker (see run_eval).
-DEFAULT_IN_FLIGHT_PER_WORKER = 16
+#: Default flow-control window of the replay, per worker (see run_eval): a worker's
+#: micro-batch (RECSTREAM_BATCH_MAX_EVENTS, 500), so that batches fill. Lists still reflect
+#: exactly each user's events up to theirs; only shared statistics lag by up to a batch.
+DEFAULT_IN_FLIGHT_PER_WORKER = 500
 
 
 def run_eval(
@@ -82,7 +84,7 @@ def run_eval(
         workers: worker processes.
         seed: seed of the synthetic generator.
         rate: events per second to send (None: as fast as possible).
-        max_in_flight: events sent but not yet reflected by a list, at most (None: 16 per
+        max_in_flight: events sent but not yet reflected by a list, at most (None: 500 per
             worker; 0: unlimited, the whole data set may queue up). Under a backlog lists are
             computed long after their event and shared state (popularity, co-visits) lags, so a
             bounded window measures the pipeline as it behaves live.

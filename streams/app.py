@@ -59,6 +59,11 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
-        producer_linger_ms=5,
+        producer_linger_ms=settings.producer_linger_ms,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
+        producer_max_request_size=max(settings.producer_max_batch_bytes, 1_048_576),
+        producer_compression_type=(
+            None if settings.producer_compression == "none" else settings.producer_compression
+        ),
         table_cleanup_interval=30.0,
     )
