@@ -46,10 +46,11 @@ def _consume_vectors(settings: Settings, want: set[str], timeout_s: float) -> di
     seen: dict[str, int] = {}
     deadline = time.monotonic() + timeout_s
     try:
-        # The worker creates the topic when it starts. A consumer subscribed before that kept
-        # the topic as unknown for minutes (kafka-python refreshes metadata every 5 min), and
-        # the warm-up timed out in 3 of 4 runs with the ONNX backends; so wait for the
-        # partitions, then assign them.
+        # The worker creates the topic when it starts; a consumer subscribed before that may
+        # keep it unknown until kafka-python's next metadata refresh (5 min). So wait for the
+        # partitions, then assign them. (Not the only cause of warm-up time-outs: in some runs
+        # the worker itself stayed idle after "performing partition assignments", with no
+        # encoder loaded; not explained yet.)
         partitions: set[int] | None = None
         while time.monotonic() < deadline and not partitions:
             partitions = consumer.partitions_for_topic(topic)
