@@ -32,6 +32,7 @@ from typing import Any
 
 import faust
 import numpy as np
+import orjson
 
 from recstream.agents.current_event import as_current_event
 from recstream.agents.dead_letters import send_dead_letter
@@ -48,7 +49,6 @@ from recstream.models.recommender import Event, ListPolicy, RecList, Recommender
 from recstream.models.shared_stats import SharedDelta
 from recstream.models.user_record import UserRecord
 from recstream.streams.codecs import Limits, decode_event
-from recstream.streams.records import AsOf, Recommendation, RecommendedItem
 from recstream.streams.schemas import EventIn
 from recstream.streams.topics import Topics
 
@@ -209,7 +209,9 @@ class EventsShell:
 
     async def send(self, lst: RecList, catalog: Catalog) -> None:
         self._pending.pop(lst.user_id, None)
-        await self.topics.recommendations.send(key=lst.user_id, value=wire(lst, catalog))
+        await self.topics.recommendations.send(
+            key=lst.user_id, value=wire(lst, catalog), value_serializer="raw"
+        )
         if self.settings.debounce_s > 0:
             self._last_sent[lst.user_id] = time.monotonic()
         self.published += 1
@@ -238,29 +240,15 @@ class EventsShell:
                 self.engine_rt.apply_delta(key, piece)
 
 
-def wire(lst: RecList, catalog: Catalog) -> Recommendation:
-    """The output record of a list (publish time `ts` is the wall clock, here)."""
+def wire(lst: RecList, catalog: Catalog) -> bytes:
+    """The output record of a list, encoded: the JSON of streams/records.py Recommendation
+    (publish time `ts` is the wall clock, here). orjson, not Faust's model layer: building a
+    Record and encoding it with the standard library cost ~0.5 ms per list."""
     titles, rows = catalog.titles, catalog.row_of
-    return Recommendation(
-        user_id=lst.user_id,
-        rec_id=lst.rec_id,
-        ts=time.time(),
-        as_of=AsOf(event_id=lst.as_of_event_id, ts=lst.as_of_ts),
-        ranker=lst.ranker,
-        items=[
-            RecommendedItem(
-                item_id=r.item_id,
-                score=r.score,
-                contributions=r.contributions,
-                title=(titles[rows[r.item_id]] if r.item_id in rows else "") or None,
-                signals=r.signals or None,
-            )
-            for r in lst.items
-        ],
-        weights=lst.weights,
-        top_interests=lst.top_interests,
-        signal_bounds=lst.bounds,
-    )
+    named = {r.item_id: titles[rows[r.item_id]] for r in lst.items if r.item_id in rows}
+    record = lst.to_dict(named)
+    record["ts"] = time.time()
+    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def register_events(

@@ -62,51 +62,53 @@ def semantic_scores(catalog: Catalog, requests: Sequence[SignalInputs]) -> npt.N
     return scores
 
 
-def cosines(catalog: Catalog, rows: IntArray, req: SignalInputs) -> npt.NDArray[np.float64]:
-    """float64[2, len(rows)]: cosine of each row's vector with the request's short and long
-    interest vector (0 for a missing vector or an empty horizon)."""
-    out = np.zeros((2, rows.size), dtype=np.float64)
-    vecs = catalog.vectors[rows]
-    for j, v in enumerate((req.short, req.long)):
-        u = unit(v)
-        if u is not None:
-            # Per-row sums in float64: BLAS blocks a float32 product by row position, so the
-            # same item would score differently in another catalogue order (another worker).
-            out[j] = np.einsum("ij,j->i", vecs, u.astype(np.float64))
-    return out
-
-
-def top_rows(
-    values: npt.NDArray[np.floating], n: int, ids: Sequence[str] | None = None
-) -> IntArray:
-    """Positions of the `n` largest finite values, best first. Ties go by `ids[position]`
-    when given (rows are assigned in arrival order, which differs between runners and
-    workers; ids do not), else by position."""
+def top_rows(values: npt.NDArray[np.floating], n: int, ties: IntArray | None = None) -> IntArray:
+    """Positions of the `n` largest finite values, best first. Ties go by `ties[position]`
+    when given (the rows' `Catalog.id_rank`: rows are assigned in arrival order, which
+    differs between runners and workers; ids do not), else by position."""
     finite = np.flatnonzero(np.isfinite(values))
     if finite.size > n:
-        part = np.argpartition(-values[finite], n - 1)[:n]
-        finite = finite[part]
-    if ids is None:
-        order = np.lexsort((finite, -values[finite]))
-    else:
-        order = np.lexsort((np.array([ids[r] for r in finite.tolist()]), -values[finite]))
+        # Every value tied with the n-th enters the sort (argpartition alone would pick
+        # among them by memory order), so the tie rule decides which of them are kept.
+        v = values[finite]
+        kth = -np.partition(-v, n - 1)[n - 1] if n > 0 else np.inf
+        finite = finite[v >= kth]
+    second = finite if ties is None else ties[finite]
+    order = np.lexsort((second, -values[finite]))[:n]
     return np.asarray(finite[order], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class CoVisits:
+    """A request's co-visitation scores: distinct catalogue ``rows`` (ascending) and their
+    ``values``, Σ over the recent items of their neighbours' decayed mass."""
+
+    rows: IntArray
+    values: FloatArray
+
+    @classmethod
+    def empty(cls) -> CoVisits:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+    def __bool__(self) -> bool:
+        return bool(self.rows.size)
 
 
 def covisit_scores(
     shared: SharedStats, catalog: Catalog, recent: Sequence[tuple[str, float]], at_ts: float
-) -> dict[int, float]:
-    """row → Σ over the recent items of their neighbours' decayed co-visitation mass."""
-    out: dict[int, float] = {}
-    rate = shared.covisit_rate
-    for item_id, _ in recent:
-        rows, lms = shared.neighbours(item_id, catalog)
-        if rows.size == 0:
-            continue
-        scores = np.exp(np.minimum(lms - rate * at_ts, 700.0))
-        for row, s in zip(rows.tolist(), scores.tolist(), strict=True):
-            out[row] = out.get(row, 0.0) + s
-    return out
+) -> CoVisits:
+    """Σ over the recent items of their neighbours' decayed co-visitation mass, per row. Sums
+    run in recent-item order (bincount adds in input order), as a running dict sum would."""
+    found = [shared.neighbours(item_id, catalog) for item_id, _ in recent]
+    found = [(r, lm) for r, lm in found if r.size]
+    if not found:
+        return CoVisits.empty()
+    rows = np.concatenate([r for r, _ in found])
+    lms = np.concatenate([lm for _, lm in found])
+    scores = np.exp(np.minimum(lms - shared.covisit_rate * at_ts, 700.0))
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    summed = np.asarray(np.bincount(inverse, weights=scores, minlength=uniq.size), np.float64)
+    return CoVisits(uniq, summed)
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class BatchContext:
         for row, cats in enumerate(catalog.categories[:rows]):
             for j, c in enumerate(cats):
                 index[row, j] = pos[c]
-        return cls(pop, top_rows(live, n_popular, catalog.ids), index, labels)
+        return cls(pop, top_rows(live, n_popular, catalog.id_rank()), index, labels)
 
 
 #: Extra semantic rows taken from the float32 product before the exact re-score.
@@ -149,52 +151,122 @@ def query(req: SignalInputs) -> npt.NDArray[np.float64] | None:
     return q / n if n > 0 else None
 
 
-def semantic_top(
-    sem: npt.NDArray[np.float32], req: SignalInputs, catalog: Catalog, n: int, ids: Sequence[str]
-) -> IntArray:
-    """The `n` rows nearest the query. The float32 product of the whole batch rounds each
-    score differently with the row's position (BLAS blocking), and rows are in arrival order,
-    which differs between workers and runners: its top n + margin are re-scored exactly (per
-    row, float64) and cut by (score, id), so the choice is the same everywhere."""
-    q = query(req)
-    if q is None:
-        return np.zeros(0, dtype=np.int64)
-    rough = top_rows(sem, n + SEMANTIC_MARGIN)
-    exact = np.einsum("ij,j->i", catalog.vectors[rough], q)
-    return np.asarray(rough[top_rows(exact, n, [ids[r] for r in rough.tolist()])], np.int64)
+#: Requests whose gathered candidate vectors are re-scored in one float64 product.
+RESCORE_CHUNK = 64
+#: Candidate rows whose cosines are computed in one float64 product (bounds the memory).
+COSINE_CHUNK = 8192
+
+
+def semantic_tops(
+    sem: npt.NDArray[np.float32], requests: Sequence[SignalInputs], catalog: Catalog, n: int
+) -> list[IntArray]:
+    """Per request (row of `sem`), the `n` rows nearest its query. The float32 product of the
+    whole batch rounds each score differently with the row's position (BLAS blocking), and
+    rows are in arrival order, which differs between workers and runners: each request's top
+    n + margin are re-scored exactly (per row, float64) and cut by (score, id), so the choice
+    is the same everywhere. One argpartition and one product for the whole batch."""
+    out = [np.zeros(0, dtype=np.int64)] * len(requests)
+    queries = [query(r) for r in requests]
+    live = [i for i, q in enumerate(queries) if q is not None]
+    if not live or sem.shape[1] == 0:
+        return out
+    m = min(n + SEMANTIC_MARGIN, sem.shape[1])
+    rank = catalog.id_rank()
+    for a in range(0, len(live), RESCORE_CHUNK):
+        idx = np.asarray(live[a : a + RESCORE_CHUNK], dtype=np.int64)
+        block = sem[idx]
+        rough = (
+            np.argpartition(-block, m - 1, axis=1)[:, :m]
+            if m < block.shape[1]
+            else (np.broadcast_to(np.arange(m), (idx.size, m)))
+        )
+        finite = np.isfinite(np.take_along_axis(block, rough, axis=1))
+        q = np.stack([queries[i] for i in idx.tolist()])
+        exact = np.einsum("rkd,rd->rk", catalog.vectors[rough], q)  # float64 sums
+        exact[~finite] = -np.inf
+        order = np.lexsort((rank[rough], -exact), axis=-1)[:, :n]
+        best = np.take_along_axis(rough, order, axis=1)
+        keep = np.take_along_axis(finite, order, axis=1)
+        for j, i in enumerate(idx.tolist()):
+            out[i] = np.asarray(best[j][keep[j]], dtype=np.int64)
+    return out
 
 
 def candidate_pool(
     sem: npt.NDArray[np.float32],
-    req: SignalInputs,
-    catalog: Catalog,
-    covisit: dict[int, float],
+    semantic: IntArray,
+    covisit: CoVisits,
     ctx: BatchContext,
+    rank: IntArray,
     per_source: int,
 ) -> IntArray:
-    """Union of the 2·per_source semantic top rows (the request's row of semantic_scores),
-    the strongest co-visited rows and the most popular rows, without excluded or dead rows;
-    first-seen order."""
-    ids = catalog.ids
-    parts: list[IntArray] = [semantic_top(sem, req, catalog, 2 * per_source, ids)]
+    """Union of the semantic top rows (`semantic`, from semantic_tops), the strongest
+    co-visited rows and the most popular rows, without excluded or dead rows (−inf in the
+    request's row `sem` of semantic_scores); first-seen order."""
+    parts: list[IntArray] = [semantic]
     if covisit:
-        keys = np.fromiter(covisit.keys(), dtype=np.int64, count=len(covisit))
-        vals = np.fromiter(covisit.values(), dtype=np.float64, count=len(covisit))
-        key_ids = [ids[k] for k in keys.tolist()]
-        parts.append(keys[top_rows(vals, per_source, key_ids)])
+        parts.append(covisit.rows[top_rows(covisit.values, per_source, rank[covisit.rows])])
     parts.append(ctx.popular)
-    pool = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    pool = np.concatenate(parts)
     _, first = np.unique(pool, return_index=True)
     pool = pool[np.sort(first)]
-    # Excluded and dead rows are −inf in the semantic row (semantic_scores).
     return np.asarray(pool[np.isfinite(sem[pool])], dtype=np.int64)
+
+
+def _unit_queries(
+    requests: Sequence[SignalInputs], horizon: str, dim: int
+) -> npt.NDArray[np.float32]:
+    """float32[R, dim]: each request's unit interest vector of `horizon` (zeros: none)."""
+    q = np.zeros((len(requests), dim), dtype=np.float32)
+    for r, req in enumerate(requests):
+        u = unit(req.short if horizon == "short" else req.long)
+        if u is not None:
+            q[r] = u
+    return q
+
+
+def _cosines(
+    rows: IntArray, owner: IntArray, requests: Sequence[SignalInputs], catalog: Catalog
+) -> FloatArray:
+    """float64[len(rows), 2]: cosine of each row's vector with its request's short and long
+    interest vector (0 for a missing vector or an empty horizon). Per-row sums (einsum): BLAS
+    blocks a product by row position, so the same item would score differently in another
+    catalogue order (another worker); einsum sums each row alike wherever it sits (a unit
+    test moves rows around). float32: the sums' rounding (~1e-7) is far below any signal's
+    resolution, and half the memory traffic of a float64 gather."""
+    out = np.zeros((rows.size, 2), dtype=np.float64)
+    for j, horizon in enumerate(("short", "long")):
+        q = _unit_queries(requests, horizon, catalog.dim)
+        for a in range(0, rows.size, COSINE_CHUNK):
+            b = min(a + COSINE_CHUNK, rows.size)
+            out[a:b, j] = np.einsum("ij,ij->i", catalog.vectors[rows[a:b]], q[owner[a:b]])
+    return out
+
+
+def _covisit_column(
+    rows: IntArray, owner: IntArray, covisits: Sequence[CoVisits], n_rows: int
+) -> FloatArray:
+    """float64[len(rows)]: each candidate's co-visitation score for its request (0: none),
+    by one sorted lookup of (request, row) keys over the whole batch."""
+    out = np.zeros(rows.size, dtype=np.float64)
+    have = [(r, c) for r, c in enumerate(covisits) if c]
+    if not have or rows.size == 0:
+        return out
+    width = np.int64(max(n_rows, 1))
+    keys = np.concatenate([r * width + c.rows for r, c in have])
+    values = np.concatenate([c.values for _, c in have])
+    wanted = owner * width + rows
+    pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
+    hit = keys[pos] == wanted
+    out[hit] = values[pos[hit]]
+    return out
 
 
 def raw_signals(
     rows: IntArray,
     owner: IntArray,
     requests: Sequence[SignalInputs],
-    covisits: Sequence[dict[int, float]],
+    covisits: Sequence[CoVisits],
     ctx: BatchContext,
     catalog: Catalog,
     *,
@@ -206,14 +278,8 @@ def raw_signals(
     raw = np.zeros((rows.size, N_SIGNALS), dtype=np.float64)
     if rows.size == 0:
         return raw
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    ends = np.r_[starts[1:], owner.size]
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        r = int(owner[a])
-        raw[a:b, 0:2] = cosines(catalog, rows[a:b], requests[r]).T
-        cov = covisits[r]
-        if cov:
-            raw[a:b, 2] = [cov.get(x, 0.0) for x in rows[a:b].tolist()]
+    raw[:, 0:2] = _cosines(rows, owner, requests, catalog)
+    raw[:, 2] = _covisit_column(rows, owner, covisits, catalog.rows)
     at = np.array([q.at_ts for q in requests], dtype=np.float64)[owner]
     lm = ctx.pop_lm[rows]
     with np.errstate(over="ignore"):

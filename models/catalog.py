@@ -42,6 +42,7 @@ class Catalog:
         self.item_ts = np.full(cap, np.nan)
         self.version = 0  # bumped on every change: caches built from the catalogue key on it
         self._category_rows: dict[str, list[int]] | None = None
+        self._id_rank: tuple[int, IntArray] | None = None
 
     def __len__(self) -> int:
         return len(self.row_of)
@@ -123,6 +124,18 @@ class Catalog:
                     out.setdefault(c, []).append(row)
             self._category_rows = out
         return self._category_rows
+
+    def id_rank(self) -> IntArray:
+        """int64[rows]: each row's position in the sorted order of the row ids (cached until
+        the next change). Ties between scores are broken by item id, not by row, because rows
+        are assigned in arrival order, which differs between runners and workers; comparing
+        these integers orders rows exactly as comparing their id strings would."""
+        if self._id_rank is None or self._id_rank[0] != self.version:
+            order = sorted(range(len(self.ids)), key=self.ids.__getitem__)
+            rank = np.empty(len(self.ids), dtype=np.int64)
+            rank[np.asarray(order, dtype=np.int64)] = np.arange(len(order), dtype=np.int64)
+            self._id_rank = (self.version, rank)
+        return self._id_rank[1]
 
     def _allocate(self, item_id: str) -> int:
         if self._free:

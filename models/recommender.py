@@ -32,12 +32,14 @@ import numpy.typing as npt
 from recstream.models import decay
 from recstream.models.batch_signals import (
     BatchContext,
+    CoVisits,
     SignalInputs,
     candidate_pool,
     covisit_scores,
     raw_signals,
     segment_bounds,
     semantic_scores,
+    semantic_tops,
     top_rows,
 )
 from recstream.models.catalog import Catalog
@@ -220,6 +222,7 @@ class Recommender:
         self.fresh_rate = decay.decay_rate(params.freshness_half_life_s)
         self.covisit_rate = decay.decay_rate(params.covisit_half_life_s)
         self._centroids: tuple[int, list[str], npt.NDArray[np.float32] | None] | None = None
+        self._gw_memo: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
 
     def new_state(self) -> UserRecord:
         return UserRecord.new(self.params.interest, len(SIGNAL_NAMES))
@@ -392,6 +395,7 @@ class Recommender:
         if not reqs:
             return []
         sig = self._batch_signals(reqs)
+        self._gw_memo.clear()  # the shards' copies move from batch to batch
         own: dict[int, WeightState] = {}
         probes: dict[str, tuple[str, npt.NDArray[np.float64]]] = {}
         arms = self._arm_order(sig.ctx) if self.params.exploration_share > 0 else None
@@ -417,16 +421,21 @@ class Recommender:
         covs = [
             covisit_scores(self.shared, self.catalog, r.inputs.recent, r.inputs.at_ts)
             if (r.publish or r.probe) and p.ranker == FUSED
-            else {}
+            else CoVisits.empty()
             for r in reqs
         ]
         pools = [np.zeros(0, dtype=np.int64)] * len(reqs)
         sem_rows: dict[int, npt.NDArray[np.float32]] = {}
+        if p.ranker == FUSED:
+            rank = self.catalog.id_rank()
+            tops = semantic_tops(
+                sem, [reqs[i].inputs for i in publish], self.catalog, 2 * p.candidates_per_source
+            )
         for j, i in enumerate(publish):
             sem_rows[i] = sem[j]
             if p.ranker == FUSED:
                 pools[i] = candidate_pool(
-                    sem[j], reqs[i].inputs, self.catalog, covs[i], ctx, p.candidates_per_source
+                    sem[j], tops[j], covs[i], ctx, rank, p.candidates_per_source
                 )
         probe_at: dict[int, int] = {}
         probe_rows: list[int] = []
@@ -456,6 +465,19 @@ class Recommender:
                 WeightState.uniform(len(SIGNAL_NAMES)) if start is None else (WeightState(start))
             )
         return own[shard]
+
+    def _global_for(self, shard: int, own: dict[int, WeightState]) -> npt.NDArray[np.float64]:
+        """The global weights as `shard` sees them now. A shard's copy enters the mean only
+        once feedback has moved it (as from its first delta on): shards without feedback do
+        not pull the weights to uniform. Memoised per (shard, updates of its copy): the mean
+        over every shard's copy is the same for all of a batch's requests in between."""
+        moved = own.get(shard)
+        stamp = (shard, -1 if moved is None else moved.n)
+        hit = self._gw_memo.get(stamp)
+        if hit is None:
+            hit = self.shared.global_weights(shard, None if moved is None else moved.weights)
+            self._gw_memo[stamp] = hit
+        return hit
 
     def _feedback(
         self,
@@ -496,11 +518,7 @@ class Recommender:
             weights: dict[str, float] = {POPULARITY: 1.0}
         else:
             a, b = int(sig.offsets[i]), int(sig.offsets[i + 1])
-            # A shard's copy enters the mean only once feedback has moved it (as from its
-            # first delta on): shards without feedback do not pull the weights to uniform.
-            moved = own.get(req.shard)
-            gw = self.shared.global_weights(req.shard, None if moved is None else moved.weights)
-            w = rec.weights.effective(gw, p.weight_shrinkage)
+            w = rec.weights.effective(self._global_for(req.shard, own), p.weight_shrinkage)
             normalised = normalise_with(sig.raw[a:b], sig.lo[i], sig.hi[i])
             items = self._fuse(sig.pools[i], normalised, w)
             if arms is not None:
@@ -559,7 +577,7 @@ class Recommender:
     def _arm_order(self, ctx: BatchContext) -> ArmOrder | None:
         """Each category's most popular rows (ties by item id), for exploration; enough of
         them that a user's consumed items rarely exhaust an arm."""
-        ids = self.catalog.ids
+        rank = self.catalog.id_rank()
         by_category = self.catalog.category_rows()
         if not by_category:
             return None
@@ -567,23 +585,24 @@ class Recommender:
         labels, parts = [], []
         for c, rows in sorted(by_category.items()):
             arr = np.asarray(rows, dtype=np.int64)
-            order = np.lexsort((np.array([ids[r] for r in rows]), -ctx.pop_lm[arr]))
+            order = np.lexsort((rank[arr], -ctx.pop_lm[arr]))
             labels.append(c)
             parts.append(arr[order[:depth]])
-        return ArmOrder(tuple(labels), parts, self._category_prior())
+        prior = self._category_prior()
+        share = np.array([prior.get(c, 0.0) for c in labels], dtype=np.float64)
+        return ArmOrder(tuple(labels), parts, prior, share)
 
     def _explore(self, ranked: list[RankedItem], req: Request, arms: ArmOrder) -> list[RankedItem]:
         p = self.params
-        alpha = [p.posterior_alpha0 * arms.prior.get(c, 0.0) + req.evidence.get(c, 0.0)
-                 for c in arms.labels]  # fmt: skip
-        total = sum(alpha)
-        banned = np.zeros(self.catalog.rows, dtype=bool)
-        banned[req.inputs.exclude] = True
-        chosen = []
-        for c, a, rows in zip(arms.labels, alpha, arms.rows, strict=True):
-            if rows.size and a > 0 and total - a > 0:
-                free = FreeItems(rows, banned, self.catalog.ids, p.arm_items)
-                chosen.append(CategoryArm(c, a, total - a, free))
+        evidence = np.array([req.evidence.get(c, 0.0) for c in arms.labels], dtype=np.float64)
+        alpha = (p.posterior_alpha0 * arms.share + evidence).tolist()
+        total = sum(alpha)  # left to right, as the per-category posterior has always summed
+        chosen = [
+            CategoryArm(c, a, total - a, FreeItems(rows, req.inputs.exclude, self.catalog.ids,
+                                                   p.arm_items))
+            for c, a, rows in zip(arms.labels, alpha, arms.rows, strict=True)
+            if rows.size and a > 0 and total - a > 0
+        ]  # fmt: skip
         if not chosen:
             return ranked
         seed = rec_seed(req.user_id, req.event_id or "")
@@ -593,7 +612,7 @@ class Recommender:
         self, req: Request, sem: npt.NDArray[np.float32], ctx: BatchContext
     ) -> list[RankedItem]:
         live = np.where(np.isfinite(sem), ctx.pop_lm, -np.inf)
-        best = top_rows(live, self.params.k, self.catalog.ids)
+        best = top_rows(live, self.params.k, self.catalog.id_rank())
         scores = np.exp(np.minimum(ctx.pop_lm[best] - self.pop_rate * req.inputs.at_ts, 700.0))
         return [
             RankedItem(self.catalog.ids[int(r)], float(s), {POPULARITY: float(s)})
@@ -622,14 +641,18 @@ class FreeItems(Sequence[str]):
     """An arm's first `limit` item ids not banned, resolved on first read: a list explores
     one or two arms, so resolving every arm's items for every list would be wasted work."""
 
-    def __init__(self, rows: IntArray, banned: npt.NDArray[np.bool_], ids: list[str], limit: int):
-        self._args = (rows, banned, ids, limit)
+    def __init__(self, rows: IntArray, exclude: IntArray, ids: list[str], limit: int):
+        """`exclude`: rows the list may not show, sorted ascending (np.unique's order)."""
+        self._args = (rows, exclude, ids, limit)
         self._ids: list[str] | None = None
 
     def _resolved(self) -> list[str]:
         if self._ids is None:
-            rows, banned, ids, limit = self._args
-            self._ids = [ids[r] for r in rows[~banned[rows]][:limit].tolist()]
+            rows, exclude, ids, limit = self._args
+            if exclude.size:
+                pos = np.minimum(np.searchsorted(exclude, rows), exclude.size - 1)
+                rows = rows[exclude[pos] != rows]
+            self._ids = [ids[r] for r in rows[:limit].tolist()]
         return self._ids
 
     def __len__(self) -> int:
@@ -647,6 +670,7 @@ class ArmOrder:
     labels: tuple[str, ...]
     rows: list[IntArray]
     prior: dict[str, float]
+    share: npt.NDArray[np.float64]  # the prior per label, in label order
 
 
 def top_interests(evidence: Mapping[str, float], n: int) -> list[dict[str, float | str]]:

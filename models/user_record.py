@@ -12,12 +12,13 @@ len(weights) (uint16), weights bytes, then UTF-8 JSON of the rest.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from recstream.models.errors import StateError
 from recstream.models.interest_state import InterestParams, InterestState
@@ -115,9 +116,25 @@ class UserRecord:
             "wl": _buckets_json(self.window_long),
             "last": self.last_list,
         }
-        body = json.dumps(rest, separators=(",", ":"), allow_nan=False).encode()
+        self._check_finite()
+        # orjson: the standard library's float formatting dominated a worker's table writes.
+        body = orjson.dumps(rest, option=orjson.OPT_SERIALIZE_NUMPY)
         head = _HEAD.pack(_MAGIC, _VERSION, len(interest))
         return head + interest + _WLEN.pack(len(weights)) + weights + body
+
+    def _check_finite(self) -> None:
+        """ValueError for a non-finite number: orjson would write it as null, and a record is
+        never written that could not be read back."""
+        values = [t for _, t in self.recent]
+        for s in self.served:
+            values.extend(x for row in s.items.values() for x in row)
+            values.extend(s.lo)
+            values.extend(s.hi)
+        for w in (self.window_short, self.window_long):
+            values.extend(w.buckets)
+            values.extend(c for counts in w.buckets.values() for c in counts.values())
+        if not all(map(math.isfinite, values)):
+            raise ValueError("a user record holds a non-finite number")
 
     @classmethod
     def from_bytes(cls, data: bytes, params: InterestParams) -> UserRecord:
@@ -132,7 +149,7 @@ class UserRecord:
             (n_weights,) = _WLEN.unpack_from(data, off)
             off += _WLEN.size
             weights = WeightState.from_bytes(data[off : off + n_weights])
-            rest = json.loads(data[off + n_weights :])
+            rest = orjson.loads(data[off + n_weights :])
             return cls(
                 interest=interest,
                 weights=weights,

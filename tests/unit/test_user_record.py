@@ -131,7 +131,7 @@ def test_non_finite_values_are_refused_when_writing() -> None:
     rec = UserRecord.new(PARAMS, K)
     rec.recent = [("a", math.nan)]
     with pytest.raises(ValueError):
-        rec.to_bytes()  # allow_nan=False: never writes a record it could not read back
+        rec.to_bytes()  # never writes a record it could not read back (orjson: NaN → null)
 
 
 def make_sample() -> bytes:
