@@ -99,14 +99,10 @@ def covisit_scores(
 ) -> CoVisits:
     """Σ over the recent items of their neighbours' decayed co-visitation mass, per row. Sums
     run in recent-item order (bincount adds in input order), as a running dict sum would."""
-    found = [shared.neighbours(item_id, catalog) for item_id, _ in recent]
-    found = [(r, lm) for r, lm in found if r.size]
-    if not found:
+    uniq, inverse, lms = shared.neighbourhood(tuple(i for i, _ in recent), catalog)
+    if not uniq.size:
         return CoVisits.empty()
-    rows = np.concatenate([r for r, _ in found])
-    lms = np.concatenate([lm for _, lm in found])
     scores = np.exp(np.minimum(lms - shared.covisit_rate * at_ts, 700.0))
-    uniq, inverse = np.unique(rows, return_inverse=True)
     summed = np.asarray(np.bincount(inverse, weights=scores, minlength=uniq.size), np.float64)
     return CoVisits(uniq, summed)
 
@@ -235,11 +231,12 @@ def _cosines(
     test moves rows around). float32: the sums' rounding (~1e-7) is far below any signal's
     resolution, and half the memory traffic of a float64 gather."""
     out = np.zeros((rows.size, 2), dtype=np.float64)
-    for j, horizon in enumerate(("short", "long")):
-        q = _unit_queries(requests, horizon, catalog.dim)
-        for a in range(0, rows.size, COSINE_CHUNK):
-            b = min(a + COSINE_CHUNK, rows.size)
-            out[a:b, j] = np.einsum("ij,ij->i", catalog.vectors[rows[a:b]], q[owner[a:b]])
+    queries = [_unit_queries(requests, h, catalog.dim) for h in ("short", "long")]
+    for a in range(0, rows.size, COSINE_CHUNK):
+        b = min(a + COSINE_CHUNK, rows.size)
+        vecs = catalog.vectors[rows[a:b]]  # gathered once for both horizons
+        for j, q in enumerate(queries):
+            out[a:b, j] = np.einsum("ij,ij->i", vecs, q[owner[a:b]])
     return out
 
 

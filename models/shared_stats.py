@@ -28,6 +28,8 @@ from recstream.models.weights import project_to_simplex
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+#: SharedStats.neighbourhood: (distinct neighbour rows, index of each into them, log-masses).
+Neighbourhood = tuple[IntArray, IntArray, FloatArray]
 _EMPTY = -math.inf
 
 
@@ -127,6 +129,7 @@ class SharedStats:
         self._pop_rows: tuple[tuple[int, int], FloatArray] | None = None
         self._nb_rows: dict[str, tuple[IntArray, FloatArray]] = {}
         self._nb_catalog = -1
+        self._hoods: tuple[tuple[int, int], dict[tuple[str, ...], Neighbourhood]] = ((-1, -1), {})
 
     # --- applying ------------------------------------------------------------------------------
     def apply(self, delta: SharedDelta) -> None:
@@ -168,6 +171,26 @@ class SharedStats:
                     out[row] = lm
             self._pop_rows = (stamp, out)
         return self._pop_rows[1]
+
+    def neighbourhood(self, items: tuple[str, ...], catalog: Catalog) -> Neighbourhood:
+        """(distinct rows, each neighbour's index into them, log-masses) of the neighbours of
+        `items`, in item order. Memoised until the statistics or the catalogue change (within
+        a batch, a user's consecutive requests mostly share their recent items)."""
+        stamp = (self.version, catalog.version)
+        if self._hoods[0] != stamp:
+            self._hoods = (stamp, {})
+        hit = self._hoods[1].get(items)
+        if hit is None:
+            found = [self.neighbours(item_id, catalog) for item_id in items]
+            found = [(r, lm) for r, lm in found if r.size]
+            if not found:
+                hit = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+            else:
+                rows = np.concatenate([r for r, _ in found])
+                uniq, inverse = np.unique(rows, return_inverse=True)
+                hit = (uniq, inverse, np.concatenate([lm for _, lm in found]))
+            self._hoods[1][items] = hit
+        return hit
 
     def neighbours(self, item_id: str, catalog: Catalog) -> tuple[IntArray, FloatArray]:
         """(rows, log-masses) of an item's co-visited neighbours that are in the catalogue."""

@@ -269,6 +269,24 @@ def test_neighbours_follow_deltas_and_the_catalogue() -> None:
     assert dict(zip(rows.tolist(), lms.tolist(), strict=True)) == {2: 3.0, 3: 2.0}
 
 
+def test_neighbourhood_sums_in_item_order_and_follows_deltas() -> None:
+    c = Catalog(2)
+    for name in ("a", "b", "c", "d"):
+        c.upsert(name, [1.0, 0.0])
+    s = stats(capacity=4)
+    s.apply(SharedDelta(0, covisit={"a": {"b": 1.0, "c": 2.0}, "d": {"b": 4.0}}))
+    uniq, inverse, lms = s.neighbourhood(("a", "d"), c)
+    assert uniq.tolist() == [1, 2]
+    # One entry per (item, neighbour), item order: a's b and c, then d's b.
+    assert [int(uniq[i]) for i in inverse] == [1, 2, 1]
+    assert sorted(lms.tolist()) == [1.0, 2.0, 4.0]
+    assert s.neighbourhood(("a", "d"), c) is s.neighbourhood(("a", "d"), c)  # memoised
+    s.apply(SharedDelta(0, covisit={"d": {"c": 5.0}}))
+    uniq, inverse, _ = s.neighbourhood(("a", "d"), c)  # the delta is seen
+    assert sorted(int(uniq[i]) for i in inverse) == [1, 1, 2, 2]
+    assert s.neighbourhood(("zz",), c)[0].size == 0
+
+
 def test_a_delta_from_the_engine_rates_decays_like_decay_log_term() -> None:
     s = stats()
     d = SharedDelta(0)
