@@ -186,3 +186,25 @@ def test_mmr_select_edge_cases() -> None:
     dup = np.array([[1.0, 0.99, 0.0], [0.99, 1.0, 0.0], [0.0, 0.0, 1.0]])
     assert mmr_select([1.0, 0.95, 0.6], dup, 2, 0.5) == [0, 2]
     assert mmr_select([1.0, 0.95, 0.6], dup, 2, 1.0) == [0, 1]
+
+
+@FAST
+@given(
+    st.integers(1, 80).flatmap(
+        lambda n: st.tuples(
+            arrays(np.float64, n, elements=st.sampled_from([0.0, 0.25, 0.5, 1.0])),
+            arrays(np.float64, (n, 3), elements=st.sampled_from([-1.0, 0.0, 1.0, 2.0])),
+            st.integers(0, n + 2),
+        )
+    ),
+    st.sampled_from([0.0, 0.5, 0.8, 1.0]),
+)
+def test_mmr_select_over_lists_and_over_arrays_pick_alike(
+    case: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int], lam: float
+) -> None:
+    """Small pools run over Python lists, large ones over arrays: the same picks, ties too."""
+    from recstream.models.diversity import _mmr_over_arrays, _mmr_over_lists
+
+    relevance, vectors, k = case
+    sims = gemv_similarities(vectors)
+    assert _mmr_over_lists(relevance, sims, k, lam) == _mmr_over_arrays(relevance, sims, k, lam)
