@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from recstream.models.errors import ValidationError
 from recstream.models.fusion import EXPLORATION_KEY, RankedItem
@@ -83,23 +84,39 @@ def allocate_exploration(
     Returns ``min(k, len(ranked) + n_explored)`` items; explored ones have ``explored`` True.
     """
     generator = np.random.default_rng(rng) if isinstance(rng, int) else rng
-    wanted = exploration_slots(share, k)
-    taken = {item.item_id for item in ranked[:k]}
-    cursors = [0] * len(explore_candidates)
     alphas = np.array([arm.alpha for arm in explore_candidates], dtype=np.float64)
     betas = np.array([arm.beta for arm in explore_candidates], dtype=np.float64)
+    items = [arm.item_ids for arm in explore_candidates]
+    return allocate_from_posteriors(ranked, alphas, betas, items, share, k, generator)
+
+
+def allocate_from_posteriors(
+    ranked: Sequence[RankedItem],
+    alphas: npt.NDArray[np.float64],
+    betas: npt.NDArray[np.float64],
+    items: Sequence[Sequence[str]],
+    share: float,
+    k: int,
+    generator: np.random.Generator,
+) -> list[RankedItem]:
+    """:func:`allocate_exploration` over arms given as arrays: arm i has the Beta posterior
+    (alphas[i], betas[i]), both > 0 (the caller's invariant: not checked here, this runs for
+    every list), and candidates items[i]. The engine's path: no CategoryArm per category."""
+    wanted = exploration_slots(share, k)
+    taken = {item.item_id for item in ranked[:k]}
+    cursors = [0] * len(items)
 
     def next_unused(arm_index: int) -> str | None:
-        arm = explore_candidates[arm_index]
-        while cursors[arm_index] < len(arm.item_ids):
-            item_id = arm.item_ids[cursors[arm_index]]
+        arm_items = items[arm_index]
+        while cursors[arm_index] < len(arm_items):
+            item_id = arm_items[cursors[arm_index]]
             cursors[arm_index] += 1
             if item_id not in taken:
                 return item_id
         return None
 
     explored: list[RankedItem] = []
-    active = np.ones(len(explore_candidates), dtype=bool)
+    active = np.ones(len(items), dtype=bool)
     while len(explored) < wanted and active.any():
         live = np.flatnonzero(active)
         # One fresh posterior draw per slot (not one draw per list): each slot is a separate

@@ -46,7 +46,7 @@ from recstream.models.catalog import Catalog
 from recstream.models.covisitation import pair_increments
 from recstream.models.diversity import mmr_select
 from recstream.models.errors import ConfigError, RecstreamError
-from recstream.models.exploration import CategoryArm, allocate_exploration
+from recstream.models.exploration import allocate_from_posteriors
 from recstream.models.fusion import RankedItem, fuse, normalise_with
 from recstream.models.interest_posterior import category_evidence_from_text
 from recstream.models.interest_state import InterestEvent, InterestParams
@@ -590,23 +590,24 @@ class Recommender:
             parts.append(arr[order[:depth]])
         prior = self._category_prior()
         share = np.array([prior.get(c, 0.0) for c in labels], dtype=np.float64)
-        return ArmOrder(tuple(labels), parts, prior, share)
+        nonempty = np.array([r.size > 0 for r in parts], dtype=bool)
+        return ArmOrder(tuple(labels), parts, prior, share, nonempty)
 
     def _explore(self, ranked: list[RankedItem], req: Request, arms: ArmOrder) -> list[RankedItem]:
         p = self.params
         evidence = np.array([req.evidence.get(c, 0.0) for c in arms.labels], dtype=np.float64)
-        alpha = (p.posterior_alpha0 * arms.share + evidence).tolist()
-        total = sum(alpha)  # left to right, as the per-category posterior has always summed
-        chosen = [
-            CategoryArm(c, a, total - a, FreeItems(rows, req.inputs.exclude, self.catalog.ids,
-                                                   p.arm_items))
-            for c, a, rows in zip(arms.labels, alpha, arms.rows, strict=True)
-            if rows.size and a > 0 and total - a > 0
-        ]  # fmt: skip
-        if not chosen:
+        alpha = p.posterior_alpha0 * arms.share + evidence
+        total = sum(alpha.tolist())  # left to right, as the posterior has always summed
+        beta = total - alpha
+        live = np.flatnonzero(arms.nonempty & (alpha > 0) & (beta > 0))
+        if not live.size:
             return ranked
-        seed = rec_seed(req.user_id, req.event_id or "")
-        return allocate_exploration(ranked, chosen, p.exploration_share, p.k, seed)
+        ids, exclude = self.catalog.ids, req.inputs.exclude
+        items = [FreeItems(arms.rows[c], exclude, ids, p.arm_items) for c in live.tolist()]
+        generator = np.random.default_rng(rec_seed(req.user_id, req.event_id or ""))
+        return allocate_from_posteriors(
+            ranked, alpha[live], beta[live], items, p.exploration_share, p.k, generator
+        )
 
     def _popular_items(
         self, req: Request, sem: npt.NDArray[np.float32], ctx: BatchContext
@@ -671,6 +672,7 @@ class ArmOrder:
     rows: list[IntArray]
     prior: dict[str, float]
     share: npt.NDArray[np.float64]  # the prior per label, in label order
+    nonempty: npt.NDArray[np.bool_]  # per label: the arm has rows
 
 
 def top_interests(evidence: Mapping[str, float], n: int) -> list[dict[str, float | str]]:
