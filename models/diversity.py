@@ -106,19 +106,29 @@ def _mmr_over_arrays(
     rel: npt.NDArray[np.float64], sims: npt.NDArray[np.float64], k: int, trade_off: float
 ) -> list[int]:
     n = rel.size
+    c = 1.0 - trade_off
     base = trade_off * rel
-    penalty = np.zeros(n)  # −inf once picked
-    max_sim = np.zeros(n)  # max cosine to the selected set (0 while empty)
+    objective = base.copy()  # λ·rel − (1 − λ)·max cosine to the picks; −inf once picked
+    max_sim = np.zeros(n)
+    scaled = np.empty(n)
+    picked = np.zeros(n, dtype=bool)
     picks: list[int] = []
     for step in range(min(k, n)):
-        objective = base - (1.0 - trade_off) * max_sim + penalty
-        ties = np.flatnonzero(objective == objective.max())
-        # Ties go to the higher relevance, then the lower position (argmax: first).
-        pick = int(ties[0] if ties.size == 1 else ties[np.argmax(rel[ties])])
+        pick = int(objective.argmax())
+        if np.count_nonzero(objective == objective[pick]) > 1:
+            # Ties go to the higher relevance, then the lower position (argmax: first).
+            ties = np.flatnonzero(objective == objective[pick])
+            pick = int(ties[np.argmax(rel[ties])])
         picks.append(pick)
-        penalty[pick] = -np.inf
+        picked[pick] = True
         # As mmr_indices: after the first pick its similarities, even < 0.
-        max_sim = sims[pick].copy() if step == 0 else np.maximum(max_sim, sims[pick])
+        if step == 0:
+            max_sim[:] = sims[pick]
+        else:
+            np.maximum(max_sim, sims[pick], out=max_sim)
+        np.multiply(max_sim, c, out=scaled)
+        np.subtract(base, scaled, out=objective)
+        objective[picked] = -np.inf
     return picks
 
 

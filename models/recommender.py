@@ -408,6 +408,9 @@ class Recommender:
                 probes[req.user_id] = (req.probe, sig.probe_raw[sig.probe_at[i]])
             if req.publish:
                 lists.append(self._rank_one(req, rec, sig, i, own, arms))
+        latest = {lst.user_id: lst for lst in lists}  # one conversion per user and batch
+        for user_id, lst in latest.items():
+            applied.states[user_id].last_list = lst.to_dict(None)
         for shard, w in own.items():  # only the shards whose copy feedback moved
             applied.delta(shard).weights = w.weights.tolist()
         return lists
@@ -536,7 +539,6 @@ class Recommender:
             req.user_id, rec_id, req.event_id, req.inputs.at_ts, p.ranker, items, weights,
             top_interests(req.evidence, 3), bounds,
         )  # fmt: skip
-        rec.last_list = lst.to_dict(None)
         return lst
 
     def _fuse(
