@@ -157,6 +157,13 @@ def bench_pipeline(
             "(the ceiling) and report the ratio."
         ),
     ] = True,
+    state_only: Annotated[
+        bool,
+        typer.Option(
+            help="Also run the same events through workers with lists off "
+            "(RECSTREAM_PUBLISH_LISTS=false), timed until the workers committed every event."
+        ),
+    ] = True,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -169,9 +176,9 @@ def bench_pipeline(
         Path | None, typer.Option("--json", help="Also write the JSON here.")
     ] = None,
 ) -> None:
-    """Events/s, latency (unpaced and at --rate), Kafka records per event and the passthrough
-    ceiling, through the real broker and W workers; one JSON object (keys: see
-    cli/bench_pipeline.py)."""
+    """Events/s, latency (unpaced and at --rate), Kafka records per event, state-only events/s
+    (lists off) and the passthrough ceiling, through the real broker and W workers; one JSON
+    object (keys: see cli/bench_pipeline.py)."""
     from recstream.bench_pipeline import parse_overrides, run_pipeline_bench
     from recstream.config.settings import load_settings
     from recstream.models.errors import RecstreamError
@@ -191,6 +198,7 @@ def bench_pipeline(
             max_in_flight=max_in_flight,
             overrides=parse_overrides(overrides or ()),
             passthrough=passthrough,
+            state_only=state_only,
             console=err,
         )
     except RecstreamError as exc:

@@ -2,8 +2,8 @@
 
 Synthetic events (catalogue first) are replayed through W worker processes with debounce 0, so
 every event produces a list (`recstream.evaluation.replay`). One invocation makes up to two
-replays (each with fresh throwaway topics, app id and data dirs) and one passthrough run, and
-prints one JSON object:
+replays with lists (each with fresh throwaway topics, app id and data dirs), one state-only
+replay without lists and one passthrough run, and prints one JSON object:
 
 Unpaced run (closed loop: at most ``max_in_flight`` sent events without a list, default 1000 per
 worker, so every worker is kept busy without a backlog; 0: no limit, the whole stream queues):
@@ -33,6 +33,32 @@ latency at that offered rate (it grows without bound above capacity): ``rate``,
 ``lists_per_s``, ``latency_ms``, ``events``, ``lists``, ``unreflected``, ``all_reflected``,
 ``send_s``, ``startup_s``, ``records_per_event``.
 
+State-only run, ``state_only`` (``--no-state-only``: skipped, null): the same events, unpaced
+and without flow control (they queue, so the workers run full micro-batches), through W workers
+that publish no lists (``publish_lists=False``, set on top of any ``--set``): the engine only
+learns (user state, shared statistics). With no list
+to wait for, completion is the workers' consumer group having committed every events record
+(``replay(completion="offsets")``: committed offsets on the events topic polled every 0.1 s
+until they reach the topic's end offsets; readiness is the probes committed the same way):
+
+- ``events_per_s`` = ``events`` / ``wall_s``, ``wall_s``: first event sent → every event seen
+  committed. A **lower bound**: Faust commits every ``commit_interval_s`` (1 s,
+  ``broker_commit_interval`` in streams/app.py; during the run also after every 1000 acked
+  records, when the next record arrives, which the last events lack), so ``wall_s`` overstates
+  the processing by up to one commit interval plus one poll (0.1 s) and one offsets request;
+  on a run of a few seconds that is a large share (use ``--events`` in the tens of thousands
+  for a tighter figure);
+- ``last_write_s`` / ``events_per_s_to_last_write``: first event sent → the Kafka timestamp
+  (the worker's producer clock, this machine) of the last record on the user-state and
+  shared-deltas changelogs, read once every event was committed: the same span without the
+  commit lag (the last batch's writes precede its ack by the batch's send only), an estimate
+  rather than a bound;
+- ``all_committed``, ``uncommitted`` (events records never committed when the wait gave up),
+  ``lists`` (lists received for the replayed events: 0 when lists are really off),
+  ``records_per_event`` (as for the unpaced run: every produced record except the inputs', per
+  committed event; here the user-state and shared-deltas changelogs), ``records_by_topic``,
+  ``send_s``, ``startup_s``, ``commit_interval_s``.
+
 Ceiling (`recstream.bench_passthrough`): ``passthrough_events_per_s``, a plain aiokafka
 consumer → producer loop in one process on the same broker over the same events, one
 list-sized record out per event, no Faust and no recommender; ``ratio`` = ``events_per_s`` /
@@ -42,8 +68,10 @@ costs). ``--no-passthrough`` skips it (null).
 
 Also ``overrides`` (settings passed to the workers with ``--set``), ``targets`` (the issue's
 targets with the measured figure, whether it is met, and for throughput whether the
-passthrough ceiling itself is below the target), ``notes`` (replay notes; when an event was
-never reflected, the work folder with the worker logs is kept and named here) and ``machine``.
+passthrough ceiling itself is below the target; the state-only target is checked on the lower
+bound ``events_per_s``, with ``to_last_write`` beside it), ``notes`` (replay notes; when an
+event was never reflected or committed, the work folder with the worker logs is kept and named
+here) and ``machine``.
 """
 
 from __future__ import annotations
@@ -77,6 +105,12 @@ TARGET_P99_MS = 250.0
 TARGET_P99_RATE = 1000.0
 TARGET_RECORDS_PER_EVENT = 3.0
 TARGET_STATE_ONLY_EVENTS_PER_S = 5000.0
+
+#: Faust's ``broker_commit_interval`` of the workers (streams/app.py): the state-only run's
+#: completion signal lags the processing by up to this (plus one poll).
+COMMIT_INTERVAL_S = 1.0
+#: Changelogs whose last record times the state-only run's last write (short names).
+STATE_CHANGELOGS = ("user-state-changelog", "shared-deltas-changelog")
 
 
 def bench_events(n_events: int, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -226,6 +260,57 @@ def run_topic_end_offsets(settings: Settings) -> dict[str, int]:
         admin.close()
 
 
+def last_record_ms(settings: Settings, short_names: Iterable[str]) -> int | None:
+    """Latest Kafka timestamp (ms) among the last records of the run's topics named (short
+    names, see `short_topic`); None when they hold no record."""
+    import time
+
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    wanted = set(short_names)
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000
+    )
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
+    try:
+        prefixes = tuple(p for p in (settings.topic_prefix, f"{settings.app_id}-") if p)
+        topics = [
+            t
+            for t in admin.list_topics()
+            if t.startswith(prefixes) and short_topic(t, settings) in wanted
+        ]
+        parts = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        if not parts:
+            return None
+        ends = consumer.end_offsets(parts)
+        begins = consumer.beginning_offsets(parts)
+        todo = {tp for tp in parts if ends[tp] > begins[tp]}
+        if not todo:
+            return None
+        consumer.assign(sorted(todo))
+        for tp in todo:
+            # A few records back: with transactions the last offset is a commit marker.
+            consumer.seek(tp, max(ends[tp] - 5, begins[tp]))
+        latest: int | None = None
+        deadline = time.monotonic() + 15.0
+        while todo and time.monotonic() < deadline:
+            for tp, messages in consumer.poll(timeout_ms=500).items():
+                for m in messages:
+                    latest = m.timestamp if latest is None else max(latest, m.timestamp)
+                    if m.offset >= ends[tp] - 1:
+                        todo.discard(tp)
+            if todo and all(consumer.position(tp) >= ends[tp] for tp in todo):
+                break  # only markers left
+        return latest
+    finally:
+        consumer.close()
+        admin.close()
+
+
 def sample_lists(settings: Settings, limit: int = LIST_SAMPLE) -> list[bytes]:
     """Up to `limit` list records (raw values) of the run, probe lists left out."""
     from kafka import KafkaConsumer, TopicPartition
@@ -259,21 +344,27 @@ def sample_lists(settings: Settings, limit: int = LIST_SAMPLE) -> list[bytes]:
 
 class RunProbe:
     """`replay(on_phase=...)`: end offsets when the workers are ready and after they stopped,
-    and a sample of the run's list records."""
+    a sample of the run's list records, and (`last_write_of`: short topic names) the latest
+    record timestamp of those topics once the events were done."""
 
-    def __init__(self) -> None:
+    def __init__(self, last_write_of: Iterable[str] = (), lists: bool = True) -> None:
         self.before: dict[str, int] | None = None
         self.after: dict[str, int] | None = None
         self.lists: list[bytes] = []
         self.settings: Settings | None = None
+        self.last_write_of = tuple(last_write_of)
+        self.last_write_ms: int | None = None
+        self.sample = lists
 
     def __call__(self, phase: str, settings: Settings) -> None:
         self.settings = settings
         if phase == "ready":
             self.before = run_topic_end_offsets(settings)
+        elif phase == "completed" and self.last_write_of:
+            self.last_write_ms = last_record_ms(settings, self.last_write_of)
         elif phase == "stopped":
             self.after = run_topic_end_offsets(settings)
-            self.lists = sample_lists(settings)
+            self.lists = sample_lists(settings) if self.sample else []
 
     def records(self, applied_events: int) -> dict[str, Any] | None:
         if self.before is None or self.after is None or self.settings is None:
@@ -321,6 +412,37 @@ def summarize_replay(result: Any) -> dict[str, Any]:
     }
 
 
+def summarize_state_only(
+    result: Any, records: Mapping[str, Any] | None, last_write_ms: int | None
+) -> dict[str, Any]:
+    """The ``state_only`` block from an offsets-mode ReplayResult, its records-per-event
+    figures (`records_per_event`) and the last changelog write (Kafka timestamp, ms)."""
+    complete = result.committed_ms is not None and not result.uncommitted
+    wall = (result.committed_ms - result.first_sent_ms) / 1000.0 if complete else None
+    last = (
+        (last_write_ms - result.first_sent_ms) / 1000.0
+        if complete and last_write_ms is not None and last_write_ms > result.first_sent_ms
+        else None
+    )
+    return {
+        "events_per_s": _num(result.n_events / max(wall, 1e-9)) if wall is not None else None,
+        "events": result.n_events,
+        "wall_s": round(wall, 3) if wall is not None else None,
+        "all_committed": complete,
+        "uncommitted": result.uncommitted,
+        "commit_interval_s": COMMIT_INTERVAL_S,
+        "last_write_s": round(last, 3) if last is not None else None,
+        "events_per_s_to_last_write": (
+            _num(result.n_events / max(last, 1e-9)) if last is not None else None
+        ),
+        "lists": len(result.lists),
+        "records_per_event": records["records_per_event"] if records else None,
+        "records_by_topic": records["by_topic"] if records else None,
+        "send_s": _num(result.send_s),
+        "startup_s": _num(result.startup_s),
+    }
+
+
 def targets(
     workers: int,
     events_per_s: float | None,
@@ -328,8 +450,10 @@ def targets(
     paced: Mapping[str, Any] | None,
     rec_per_event: float | None,
     passthrough_events_per_s: float | None,
+    state_only: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The issue's targets next to the measured figures (None: not measured)."""
+    so_eps = state_only.get("events_per_s") if state_only else None
     per_worker = events_per_s / workers if events_per_s is not None else None
     out: dict[str, Any] = {
         "events_per_s_per_worker": {
@@ -376,11 +500,24 @@ def targets(
         },
         "state_only_events_per_s": {
             "target": TARGET_STATE_ONLY_EVENTS_PER_S,
-            "measured": None,
-            "met": None,
-            "note": "not measured: the worker has no setting that turns lists off yet "
-            "(pass it with --set once it exists; the replay also needs a completion signal "
-            "other than lists)",
+            "measured": so_eps,
+            "met": (
+                None
+                if not state_only
+                else bool(
+                    state_only.get("all_committed")
+                    and so_eps is not None
+                    and so_eps >= TARGET_STATE_ONLY_EVENTS_PER_S
+                )
+            ),
+            "to_last_write": state_only.get("events_per_s_to_last_write") if state_only else None,
+            "note": (
+                "not measured (--no-state-only)"
+                if not state_only
+                else f"a lower bound: done = every event committed, and offsets are committed "
+                f"every {COMMIT_INTERVAL_S:g} s; to_last_write is the span to the last state "
+                "write, without that lag"
+            ),
         },
     }
     return out
@@ -395,11 +532,13 @@ def run_pipeline_bench(
     max_in_flight: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     passthrough: bool = True,
+    state_only: bool = True,
     console: Console | None = None,
     work_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Unpaced replay, paced replay at `rate` (None or 0: skipped), passthrough; see the module
-    docstring for every key of the returned dict."""
+    """Unpaced replay, paced replay at `rate` (None or 0: skipped), state-only replay
+    (`state_only`), passthrough; see the module docstring for every key of the returned
+    dict."""
     from recstream.evaluation.replay import replay
     from recstream.evaluation.report import machine_info
 
@@ -414,8 +553,10 @@ def run_pipeline_bench(
     cache = settings.home / "eval-cache" / "embedding-cache"
     notes: list[str] = []
 
-    def one_run(name: str, run_rate: float | None, window: int) -> tuple[Any, RunProbe]:
-        probe = RunProbe()
+    def one_run(
+        name: str, run_rate: float | None, window: int, lists: bool = True
+    ) -> tuple[Any, RunProbe]:
+        probe = RunProbe() if lists else RunProbe(last_write_of=STATE_CHANGELOGS, lists=False)
         result = replay(
             settings,
             items,
@@ -426,8 +567,9 @@ def run_pipeline_bench(
             max_in_flight=window,
             console=console,
             embedding_cache=cache,
-            overrides=extra,
+            overrides=extra if lists else {**extra, "publish_lists": False},
             on_phase=probe,
+            completion="lists" if lists else "offsets",
         )
         notes.extend(f"{name}: {n}" for n in result.notes)
         if probe.after is None:
@@ -455,6 +597,14 @@ def run_pipeline_bench(
             "records_per_event": paced_records["records_per_event"] if paced_records else None,
         }
 
+    so: dict[str, Any] | None = None
+    if state_only:
+        result, so_probe = one_run("state-only", None, 0, lists=False)
+        committed = result.n_events - max(result.uncommitted or 0, 0)
+        so = summarize_state_only(result, so_probe.records(committed), so_probe.last_write_ms)
+        if so["lists"]:
+            notes.append(f"state-only: {so['lists']} lists arrived although lists were off")
+
     pt: dict[str, Any] | None = None
     if passthrough:
         from recstream.bench_passthrough import run_passthrough_bench
@@ -469,12 +619,18 @@ def run_pipeline_bench(
         pt["large_batches"] = {
             k: large[k] for k in ("events_per_s", "read", "written", "seconds", "producer")
         }
-    incomplete = bool(unpaced.unreflected) or bool(paced and not paced["all_reflected"])
+    incomplete = (
+        bool(unpaced.unreflected)
+        or bool(paced and not paced["all_reflected"])
+        or bool(so and not so["all_committed"])
+    )
     if work_dir is None and not incomplete:
         # Kept on failure (replay raised above) so that the worker logs can be read.
         shutil.rmtree(folder, ignore_errors=True)
     elif incomplete:
-        notes.append(f"some events were never reflected; worker logs kept under {folder}")
+        notes.append(
+            f"some events were never reflected (or committed); worker logs kept under {folder}"
+        )
 
     pt_eps = pt["events_per_s"] if pt else None
     rankers = sorted({r.ranker for r in unpaced.lists})
@@ -492,6 +648,7 @@ def run_pipeline_bench(
         "records_by_topic": records["by_topic"] if records else None,
         "list_record_bytes": list_bytes,
         "paced": paced,
+        "state_only": so,
         "passthrough_events_per_s": pt_eps,
         "ratio": (
             round(main["events_per_s"] / pt_eps, 4)
@@ -500,7 +657,9 @@ def run_pipeline_bench(
         ),
         "passthrough": pt,
         "overrides": extra,
-        "targets": targets(workers, main["events_per_s"], main["unreflected"], paced, rpe, pt_eps),
+        "targets": targets(
+            workers, main["events_per_s"], main["unreflected"], paced, rpe, pt_eps, so
+        ),
         "notes": notes,
         "machine": machine_info(),
     }

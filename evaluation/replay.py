@@ -13,6 +13,13 @@ Shared by `recstream eval` and `recstream bench pipeline`. One replay:
 5. waits until lists reflecting every event arrived (or nothing arrived for a while);
 6. stops the workers and deletes every topic of the run, also on errors and Ctrl-C.
 
+With ``completion="offsets"`` (workers that publish no lists: ``publish_lists=False``) the
+probes in 3. and the wait in 5. use the workers' consumer group instead of lists: done when the
+group's committed offsets on the events topic reach the topic's end offsets. Faust commits
+every ``broker_commit_interval`` (1 s, streams/app.py; also after every 1000 acked records,
+checked when the next record arrives), so this signal lags the processing by up to one commit
+interval plus one poll (`COMMIT_POLL_S`).
+
 Latency of a list = its Kafka record timestamp (set by the worker's producer when it sent it)
 minus the Kafka timestamp of the event it reflects (set here when the event was sent); both
 clocks are this machine's, in milliseconds.
@@ -29,10 +36,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -46,6 +54,11 @@ from recstream.streams.producer import check_record, make_producer
 #: Lists are asked for at least this long, so that Recall@20 is meaningful.
 MIN_TOP_K = 20
 PROBE_PREFIX = "__probe-"
+#: How a replay knows the workers are done: lists reflecting every event, or (workers that
+#: publish no lists) the consumer group's committed offsets on the events topic.
+Completion = Literal["lists", "offsets"]
+#: Seconds between two reads of the committed offsets while waiting for them (offsets mode).
+COMMIT_POLL_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +195,13 @@ class ReplayResult:
         worker_logs: log files of the workers.
         notes: things the report should mention (readiness fallbacks, timeouts).
         rate / max_in_flight: the pacing the events were sent with (None: none).
+        completion: "lists" or "offsets" (see `replay`). In offsets mode no list is expected
+            (`unreflected` then names every event no list reflected: all of them when the
+            workers publish none).
+        committed_ms: offsets mode: wall ms when the group was first seen to have committed
+            every event (None: lists mode, or the offsets never caught up).
+        uncommitted: offsets mode: events topic records still uncommitted when the wait
+            ended (0: all done; -1: the offsets could not be read; None: lists mode).
     """
 
     settings: Settings
@@ -198,6 +218,9 @@ class ReplayResult:
     notes: list[str] = field(default_factory=list)
     rate: float | None = None
     max_in_flight: int | None = None
+    completion: Completion = "lists"
+    committed_ms: int | None = None
+    uncommitted: int | None = None
 
     def latencies_ms(self) -> np.ndarray:
         """Event → list latency (ms) of the first list reflecting each replayed event."""
@@ -213,12 +236,17 @@ class ReplayResult:
 
     @property
     def span_s(self) -> float:
-        """Wall seconds from the first event sent to the last list received."""
+        """Wall seconds from the first event sent to the last list received (offsets mode:
+        to every event committed; nan when that never happened)."""
+        if self.completion == "offsets":
+            if self.committed_ms is None:
+                return float("nan")
+            return max((self.committed_ms - self.first_sent_ms) / 1000.0, 1e-9)
         return max((self.last_list_ms - self.first_sent_ms) / 1000.0, 1e-9)
 
     @property
     def events_per_s(self) -> float:
-        """Events / (first event sent → last list received)."""
+        """Events / (first event sent → last list received, or offsets mode: all committed)."""
         return self.n_events / self.span_s
 
     @property
@@ -352,6 +380,79 @@ def _pipeline_lag(settings: Settings, tag: str) -> int:
         admin.close()
 
 
+def uncommitted(ends: dict[Any, int], committed: dict[Any, Any]) -> tuple[int, int]:
+    """(records not yet committed, records committed) summed over the partitions of `ends`.
+
+    `ends`: partition → end offset; `committed`: partition → OffsetAndMetadata (or a bare
+    offset) of the group; a partition missing there, or with offset -1, has committed nothing.
+    """
+    lag = done = 0
+    for tp, end in ends.items():
+        meta = committed.get(tp)
+        offset = getattr(meta, "offset", meta)
+        at = int(offset) if offset is not None and int(offset) >= 0 else 0
+        done += min(at, int(end))
+        lag += max(int(end) - at, 0)
+    return lag, done
+
+
+class _EventsCommitted:
+    """The workers' group's committed offsets on the run's events topic vs its end offsets.
+
+    One admin client and one consumer for the whole run: the completion wait polls every
+    `COMMIT_POLL_S`, and new clients per poll would cost the workers CPU on a small machine.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        topic = settings.topic(settings.events_topic)
+        self.group = settings.app_id
+        self.parts = [TopicPartition(topic, p) for p in range(settings.events_partitions)]
+        self._admin = KafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000
+        )
+        self._consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+
+    def __call__(self) -> tuple[int, int]:
+        """(events not yet committed, events committed) right now; see `uncommitted`."""
+        ends = self._consumer.end_offsets(self.parts)
+        answer = self._admin.list_group_offsets({self.group: self.parts})
+        # kafka-python 3 nests the answer by group id; older versions return it flat.
+        committed = answer.get(self.group, answer)
+        return uncommitted(ends, committed)
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._admin.close()
+
+
+def _wait_committed(
+    watch: _EventsCommitted,
+    workers: list[WorkerProcess],
+    collector: _Collector,
+    idle_timeout_s: float,
+    on_progress: Callable[[int], None],
+) -> tuple[int | None, int]:
+    """Poll until every events record is committed: (wall ms when seen, 0), or (None, lag)
+    when the committed offsets did not move for `idle_timeout_s` (lag -1: never read)."""
+    moved = time.monotonic()
+    last = lag = -1
+    while True:
+        _check_workers(workers, collector)
+        try:
+            lag, done = watch()
+        except KafkaError:  # a slow answer on a busy machine: ask again (counts as idle)
+            done = last
+        else:
+            if lag == 0:
+                return int(time.time() * 1000), 0
+        if done != last:
+            last, moved = done, time.monotonic()
+            on_progress(done)
+        elif time.monotonic() - moved > idle_timeout_s:
+            return None, lag
+        time.sleep(COMMIT_POLL_S)
+
+
 class _CaughtUp:
     """Callable: True once the pipeline lag has been 0 for `quiet_s` seconds in a row."""
 
@@ -406,6 +507,7 @@ def replay(
     overrides: dict[str, Any] | None = None,
     embedding_cache: Path | None = None,
     on_phase: Callable[[str, Settings], None] | None = None,
+    completion: Completion = "lists",
 ) -> ReplayResult:
     """Run the events through `workers` real worker processes; see the module docstring.
 
@@ -427,15 +529,25 @@ def replay(
             copy of it, and the first worker's cache is copied back at the end. Only worker
             start-up (embedding the catalog) gets faster; the replay itself is unaffected.
         on_phase: called as ``on_phase("ready", settings)`` once the workers are ready, right
-            before the first event is sent, and ``on_phase("stopped", settings)`` after the
-            workers stopped, before the run's topics are deleted (the pipeline bench reads the
-            topics' end offsets there). An error in the "stopped" call is printed, not raised.
+            before the first event is sent, ``on_phase("completed", settings)`` when the wait
+            for the events ended, before the workers are stopped, and
+            ``on_phase("stopped", settings)`` after the workers stopped, before the run's
+            topics are deleted (the pipeline bench reads the topics' end offsets there). An
+            error in the "completed" or "stopped" call is printed, not raised.
+        completion: "lists" (the default): ready and done when lists arrive; "offsets": for
+            workers that publish no lists, ready and done when the workers' group has
+            committed every events record (see the module docstring); no flow control then
+            (`max_in_flight` must be None or 0).
 
     Raises:
         RecstreamError: a worker died or never became ready; ValidationError: an invalid record.
     """
     if workers < 1:
         raise ValidationError(f"workers must be >= 1, got {workers}")
+    if completion not in ("lists", "offsets"):
+        raise ValidationError(f"completion must be 'lists' or 'offsets', got {completion!r}")
+    if completion == "offsets" and max_in_flight:
+        raise ValidationError("max_in_flight needs lists; it cannot be used with offsets")
     console = console or Console(stderr=True)
     settings, tag = run_settings(base, work_dir, **(overrides or {}))
     item_records = encode_records("items", list(items), settings)
@@ -451,6 +563,9 @@ def replay(
     collector = _Collector(settings)
     procs: list[WorkerProcess] = []
     producer = make_producer(settings)
+    watch: _EventsCommitted | None = None
+    committed_ms: int | None = None
+    lag: int | None = None
     try:
         collector.start()
         items_topic = settings.topic(settings.items_topic)
@@ -496,7 +611,22 @@ def replay(
                         f"{catalog_timeout_s:.0f} s; went on anyway"
                     )
             probes = _send_probes(settings, producer, tag, events)
-            collector.expect(probes)
+            if completion == "offsets":
+                watch = committed_now = _EventsCommitted(settings)
+                if not _wait(
+                    "probes",
+                    lambda: committed_now()[0] == 0,
+                    startup_timeout_s,
+                    procs,
+                    collector,
+                    0.2,
+                ):
+                    raise RecstreamError(
+                        f"the workers' group had not committed the {len(probes)} probe events "
+                        f"(one per events partition) within {startup_timeout_s:.0f} s; worker "
+                        f"logs:\n{_logs(procs)}"
+                    )
+            collector.expect(probes if completion == "lists" else ())
             if not _wait(
                 "probes",
                 lambda: not any(collector.is_waiting_for(p) for p in probes),
@@ -516,7 +646,8 @@ def replay(
             on_phase("ready", settings)
 
         sent_ts: dict[str, int] = {}
-        collector.expect(event_ids)
+        collector.expect(event_ids if completion == "lists" else ())
+        committed_at_ready = watch()[1] if watch is not None else 0
         events_topic = settings.topic(settings.events_topic)
         failures: list[BaseException] = []
         progress = Progress(
@@ -580,6 +711,20 @@ def replay(
             if failures:
                 raise RecstreamError(f"{len(failures)} events failed to send: {failures[0]!r}")
 
+            if watch is not None:
+                committed_ms, lag = _wait_committed(
+                    watch,
+                    procs,
+                    collector,
+                    idle_timeout_s,
+                    lambda done: progress.update(collecting, completed=done - committed_at_ready),
+                )
+                progress.update(collecting, completed=len(event_records) - max(lag, 0))
+                if committed_ms is None:
+                    notes.append(
+                        f"stopped waiting: committed offsets did not move for "
+                        f"{idle_timeout_s:.0f} s with {lag} events records uncommitted"
+                    )
             while collector.waiting():
                 _check_workers(procs, collector)
                 refresh()
@@ -590,9 +735,17 @@ def replay(
                     )
                     break
                 time.sleep(0.2)
-            refresh()
+            if watch is None:
+                refresh()
+        if on_phase is not None:
+            try:
+                on_phase("completed", settings)
+            except Exception as exc:
+                console.print(f"[yellow]on_phase('completed') failed: {exc!r}[/yellow]")
     finally:
         producer.close()
+        if watch is not None:
+            watch.close()
         collector.stop()
         for w in procs:
             w.stop()
@@ -629,6 +782,9 @@ def replay(
         notes=notes,
         rate=rate,
         max_in_flight=max_in_flight or None,
+        completion=completion,
+        committed_ms=committed_ms,
+        uncommitted=lag if completion == "offsets" else None,
     )
 
 

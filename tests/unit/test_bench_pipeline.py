@@ -1,13 +1,17 @@
 """`recstream bench pipeline` without a broker: records-per-event arithmetic, settings overrides,
-targets, and the shape of the JSON object (replays and the passthrough replaced by fakes)."""
+targets, the state-only run's completion arithmetic, and the shape of the JSON object (replays
+and the passthrough replaced by fakes)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 import recstream.bench_passthrough as bench_passthrough
 import recstream.bench_pipeline as bench
@@ -137,6 +141,102 @@ def _fake_result(settings: Settings, evs: list[dict[str, Any]], rate: float | No
     )
 
 
+def _fake_state_only(
+    settings: Settings, evs: list[dict[str, Any]], committed_after_ms: int | None = 2_200
+) -> Any:
+    return ReplayResult(
+        settings=settings,
+        lists=[],
+        sent_ts_ms={str(e["event_id"]): 1_000_000 + 20 * n for n, e in enumerate(evs)},
+        n_events=len(evs),
+        first_sent_ms=1_000_000,
+        last_sent_ms=1_000_000 + 20 * (len(evs) - 1),
+        last_list_ms=0,
+        unreflected=[str(e["event_id"]) for e in evs],
+        startup_s=10.0,
+        send_s=0.5,
+        worker_logs=[],
+        completion="offsets",
+        committed_ms=None if committed_after_ms is None else 1_000_000 + committed_after_ms,
+        uncommitted=0 if committed_after_ms is not None else 4,
+    )
+
+
+def test_uncommitted_counts_each_partition_against_its_end_offset() -> None:
+    t0, t1, t2, t3 = (TopicPartition("ev", p) for p in range(4))
+    ends = {t0: 10, t1: 5, t2: 7, t3: 0}
+    committed = {
+        t0: OffsetAndMetadata(10, "", -1),  # done
+        t1: OffsetAndMetadata(-1, "", -1),  # nothing committed yet
+        t2: 3,  # a bare offset
+        # t3 missing: no record, nothing to commit
+    }
+    assert replay_mod.uncommitted(ends, committed) == (5 + 4, 10 + 3)
+    assert replay_mod.uncommitted({t0: 4}, {t0: OffsetAndMetadata(6, "", -1)}) == (0, 4)
+    assert replay_mod.uncommitted({}, {}) == (0, 0)
+
+
+def test_offsets_mode_spans_to_the_commit_and_is_nan_when_it_never_came() -> None:
+    evs = [{"event_id": f"e{n}"} for n in range(11)]
+    done = _fake_state_only(Settings(), evs)
+    assert done.span_s == pytest.approx(2.2) and done.events_per_s == pytest.approx(5.0)
+    never = _fake_state_only(Settings(), evs, committed_after_ms=None)
+    assert math.isnan(never.span_s)
+    # The lists mode still spans to the last list (the 10th: the 11th event has none).
+    lists_mode = _fake_result(Settings(), [dict(e, user_id="u", ts=0.0) for e in evs], None)
+    assert lists_mode.span_s == pytest.approx(0.195)
+
+
+def test_summarize_state_only_reports_nothing_timed_when_not_all_committed() -> None:
+    evs = [{"event_id": f"e{n}"} for n in range(10)]
+    records = {"records_per_event": 1.5, "by_topic": {"user-state-changelog": {}}}
+    out = bench.summarize_state_only(_fake_state_only(Settings(), evs, None), records, 1_000_500)
+    assert out["all_committed"] is False and out["uncommitted"] == 4
+    assert out["events_per_s"] is None and out["wall_s"] is None
+    assert out["last_write_s"] is None and out["events_per_s_to_last_write"] is None
+    assert out["records_per_event"] == 1.5
+    ok = bench.summarize_state_only(_fake_state_only(Settings(), evs, 1_000), None, 999_000)
+    assert ok["events_per_s"] == 10.0 and ok["wall_s"] == 1.0
+    # A last write before the first event (no state written by the replay) times nothing.
+    assert ok["last_write_s"] is None and ok["records_per_event"] is None
+    no_write = bench.summarize_state_only(_fake_state_only(Settings(), evs), None, None)
+    assert no_write["events_per_s"] == 4.5 and no_write["events_per_s_to_last_write"] is None
+
+
+def test_state_only_target_needs_every_event_committed() -> None:
+    fast = {"events_per_s": 6000.0, "all_committed": True, "events_per_s_to_last_write": 8000.0}
+    t = bench.targets(1, None, 0, None, None, None, fast)["state_only_events_per_s"]
+    assert t["measured"] == 6000.0 and t["met"] is True and t["to_last_write"] == 8000.0
+    assert "lower bound" in t["note"] and f"{bench.COMMIT_INTERVAL_S:g} s" in t["note"]
+    lost = bench.targets(1, None, 0, None, None, None, {**fast, "all_committed": False})
+    assert lost["state_only_events_per_s"]["met"] is False
+    slow = bench.targets(1, None, 0, None, None, None, {**fast, "events_per_s": 4000.0})
+    assert slow["state_only_events_per_s"]["met"] is False
+
+
+def test_commit_interval_is_the_workers_faust_setting(tmp_path: Path) -> None:
+    from recstream.streams.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path))
+    assert app.conf.broker_commit_interval == bench.COMMIT_INTERVAL_S
+
+
+def test_offsets_completion_refuses_flow_control(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="max_in_flight"):
+        replay_mod.replay(
+            Settings(), [], [], workers=1, work_dir=tmp_path, max_in_flight=5, completion="offsets"
+        )
+    with pytest.raises(ValidationError, match="completion"):
+        replay_mod.replay(
+            Settings(),
+            [],
+            [],
+            workers=1,
+            work_dir=tmp_path,
+            completion="maybe",  # type: ignore[arg-type]
+        )
+
+
 def test_json_shape_without_a_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     evs = [
         {"user_id": f"u{n % 3}", "event_type": "view", "item_id": "i1", "ts": 1.7e9 + n,
@@ -150,14 +250,24 @@ def test_json_shape_without_a_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: 
             {"events": 19, "items": 5, "recommendations": 18, "item-hits": 10},  # stopped
             {"events": 8, "items": 5, "recommendations": 8},  # paced, ready
             {"events": 19, "items": 5, "recommendations": 18, "item-hits": 20},
+            {"events": 8, "items": 5, "user-state-changelog": 4},  # state-only, ready
+            {"events": 19, "items": 5, "user-state-changelog": 15, "shared-deltas-changelog": 11},
         ]
     )
+    last_writes: list[tuple[str, ...]] = []
+
+    def fake_last_record(s: Settings, names: Any) -> int:
+        last_writes.append(tuple(names))
+        return 1_000_000 + 1_500
 
     def fake_replay(base: Settings, items: Any, events: Any, **kw: Any) -> Any:
         calls.append(kw)
         run = Settings(app_id="evalfake", topic_prefix="evalfake-", **kw["overrides"])
         kw["on_phase"]("ready", run)
+        kw["on_phase"]("completed", run)
         kw["on_phase"]("stopped", run)
+        if kw["completion"] == "offsets":
+            return _fake_state_only(run, list(events))
         return _fake_result(run, list(events), kw["rate"])
 
     passthroughs: list[dict[str, Any]] = []
@@ -179,6 +289,7 @@ def test_json_shape_without_a_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setattr(bench, "bench_events", lambda n: ([{"item_id": "i1"}], evs[:n]))
     monkeypatch.setattr(replay_mod, "replay", fake_replay)
     monkeypatch.setattr(bench, "run_topic_end_offsets", lambda s: next(offsets))
+    monkeypatch.setattr(bench, "last_record_ms", fake_last_record)
     monkeypatch.setattr(
         bench, "sample_lists", lambda s: [b'{"user_id": "u1", "items": []}', b'{"a": 1}']
     )
@@ -188,9 +299,12 @@ def test_json_shape_without_a_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         Settings(), 11, 1, rate=1000.0, overrides={"ranker": "popularity"}, work_dir=tmp_path
     )
     json.dumps(out)  # one JSON-able object
-    assert [c["rate"] for c in calls] == [None, 1000.0]
-    assert [c["max_in_flight"] for c in calls] == [bench.DEFAULT_IN_FLIGHT_PER_WORKER, 0]
-    assert all(c["overrides"] == {"ranker": "popularity"} for c in calls)
+    assert [c["rate"] for c in calls] == [None, 1000.0, None]
+    assert [c["max_in_flight"] for c in calls] == [bench.DEFAULT_IN_FLIGHT_PER_WORKER, 0, 0]
+    assert [c["completion"] for c in calls] == ["lists", "lists", "offsets"]
+    assert all(c["overrides"] == {"ranker": "popularity"} for c in calls[:2])
+    # Lists off on top of the user's overrides, for the state-only run only.
+    assert calls[2]["overrides"] == {"ranker": "popularity", "publish_lists": False}
     for key in (
         "events_per_s",
         "lists_per_s",
@@ -198,6 +312,7 @@ def test_json_shape_without_a_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         "records_per_event",
         "records_by_topic",
         "paced",
+        "state_only",
         "passthrough_events_per_s",
         "ratio",
         "targets",
@@ -222,6 +337,18 @@ def test_json_shape_without_a_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     # The median-sized real list is the passthrough's template.
     assert passthroughs[0]["list_record"] == {"user_id": "u1", "items": []}
     assert out["overrides"] == {"ranker": "popularity"}
+    so = out["state_only"]
+    # 11 events committed 2.2 s after the first was sent; the last state write at 1.5 s.
+    assert so["events"] == 11 and so["all_committed"] is True and so["uncommitted"] == 0
+    assert so["wall_s"] == 2.2 and so["events_per_s"] == 5.0
+    assert so["last_write_s"] == 1.5 and so["events_per_s_to_last_write"] == 7.3
+    assert so["commit_interval_s"] == bench.COMMIT_INTERVAL_S and so["lists"] == 0
+    # (4 + 11 + 11 changelog records - 4 at start-up) / 11 committed events.
+    assert so["records_per_event"] == 2.0
+    assert set(so["records_by_topic"]) == {"user-state-changelog", "shared-deltas-changelog"}
+    assert last_writes == [bench.STATE_CHANGELOGS]  # read only for the state-only run
+    assert out["targets"]["state_only_events_per_s"]["measured"] == 5.0
+    assert out["targets"]["state_only_events_per_s"]["met"] is False
     assert out["targets"]["events_per_s_per_worker"]["every_event_reflected"] is False
     assert any("worker logs kept under" in n for n in out["notes"])  # an event was never reflected
 
@@ -243,9 +370,11 @@ def test_rate_zero_and_no_passthrough_give_nulls(
     monkeypatch.setattr(bench, "bench_events", lambda n: ([], evs[:n]))
     monkeypatch.setattr(replay_mod, "replay", fake_replay)
     out = bench.run_pipeline_bench(
-        Settings(), 3, 1, rate=None, passthrough=False, work_dir=tmp_path
+        Settings(), 3, 1, rate=None, passthrough=False, state_only=False, work_dir=tmp_path
     )
     assert rates == [None]
     assert out["paced"] is None and out["passthrough_events_per_s"] is None
+    assert out["state_only"] is None
+    assert out["targets"]["state_only_events_per_s"]["met"] is None
     assert out["ratio"] is None and out["records_per_event"] is None
     assert any("end offsets" in n for n in out["notes"])
