@@ -122,13 +122,7 @@ class BatchContext:
         rows = catalog.rows
         pop = shared.popularity_by_row(catalog)[:rows]
         live = np.where(catalog.alive[:rows], pop, -np.inf)
-        labels = tuple(sorted(catalog.category_rows()))
-        pos = {c: i for i, c in enumerate(labels)}
-        width = max((len(c) for c in catalog.categories), default=0) or 1
-        index = np.full((rows, width), len(labels), dtype=np.int64)  # pad: the extra 0 slot
-        for row, cats in enumerate(catalog.categories[:rows]):
-            for j, c in enumerate(cats):
-                index[row, j] = pos[c]
+        labels, index = catalog.category_index()  # pad: the extra 0 slot of the means
         return cls(pop, top_rows(live, n_popular, catalog.id_rank()), index, labels)
 
 

@@ -43,6 +43,7 @@ class Catalog:
         self.version = 0  # bumped on every change: caches built from the catalogue key on it
         self._category_rows: dict[str, list[int]] | None = None
         self._id_rank: tuple[int, IntArray] | None = None
+        self._category_index: tuple[int, tuple[str, ...], IntArray] | None = None
 
     def __len__(self) -> int:
         return len(self.row_of)
@@ -136,6 +137,22 @@ class Catalog:
             rank[np.asarray(order, dtype=np.int64)] = np.arange(len(order), dtype=np.int64)
             self._id_rank = (self.version, rank)
         return self._id_rank[1]
+
+    def category_index(self) -> tuple[tuple[str, ...], IntArray]:
+        """(labels, index): the sorted category labels and int64[rows, width] of each row's
+        label positions, padded with len(labels) (a slot callers map to "none"); cached until
+        the next change. Built in a Python loop over every row: per batch it cost more than the
+        rest of a small batch's ranking."""
+        if self._category_index is None or self._category_index[0] != self.version:
+            labels = tuple(sorted(self.category_rows()))
+            pos = {c: i for i, c in enumerate(labels)}
+            width = max((len(c) for c in self.categories), default=0) or 1
+            index = np.full((self.rows, width), len(labels), dtype=np.int64)
+            for row, cats in enumerate(self.categories):
+                for j, c in enumerate(cats):
+                    index[row, j] = pos[c]
+            self._category_index = (self.version, labels, index)
+        return self._category_index[1], self._category_index[2]
 
     def _allocate(self, item_id: str) -> int:
         if self._free:

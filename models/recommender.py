@@ -587,9 +587,8 @@ class Recommender:
         labels, parts = [], []
         for c, rows in sorted(by_category.items()):
             arr = np.asarray(rows, dtype=np.int64)
-            order = np.lexsort((rank[arr], -ctx.pop_lm[arr]))
             labels.append(c)
-            parts.append(arr[order[:depth]])
+            parts.append(arm_rows(arr, ctx.pop_lm[arr], rank[arr], depth))
         prior = self._category_prior()
         share = np.array([prior.get(c, 0.0) for c in labels], dtype=np.float64)
         nonempty = np.array([r.size > 0 for r in parts], dtype=bool)
@@ -675,6 +674,16 @@ class ArmOrder:
     prior: dict[str, float]
     share: npt.NDArray[np.float64]  # the prior per label, in label order
     nonempty: npt.NDArray[np.bool_]  # per label: the arm has rows
+
+
+def arm_rows(rows: IntArray, pop: npt.NDArray[np.float64], rank: IntArray, n: int) -> IntArray:
+    """The first `n` of `rows` by popularity (descending; −inf: none), ties by id rank: the
+    order a full sort by (−pop, rank) gives, without sorting every row of a large category."""
+    best = rows[top_rows(pop, n, rank)]
+    if best.size < n:  # then every row with a popularity is in; the rest follow by id
+        rest = np.flatnonzero(~np.isfinite(pop))
+        best = np.concatenate([best, rows[rest[np.argsort(rank[rest], kind="stable")]]])[:n]
+    return np.asarray(best, dtype=np.int64)
 
 
 def top_interests(evidence: Mapping[str, float], n: int) -> list[dict[str, float | str]]:

@@ -129,3 +129,31 @@ def test_covisit_column_looks_up_each_candidate_in_its_own_request() -> None:
     owner = np.array([0, 0, 0, 1, 2, 2])
     got = _covisit_column(rows, owner, covs, 10)
     assert got.tolist() == [1.5, 0.5, 0.0, 0.0, 3.0, 0.0]
+
+
+@FAST
+@given(
+    pops=st.lists(st.sampled_from([0.0, 1.0, 1.0, 2.5, float("-inf")]), min_size=0, max_size=40),
+    n=st.integers(0, 45),
+    seed=st.integers(0, 1000),
+)
+def test_arm_rows_is_the_head_of_a_full_sort(pops: list[float], n: int, seed: int) -> None:
+    from recstream.models.recommender import arm_rows
+
+    rng = np.random.default_rng(seed)
+    pop = np.asarray(pops, dtype=np.float64)
+    rows = rng.permutation(100)[: pop.size].astype(np.int64)
+    rank = rng.permutation(pop.size).astype(np.int64)
+    want = rows[np.lexsort((rank, -pop))][:n]
+    assert arm_rows(rows, pop, rank, n).tolist() == want.tolist()
+
+
+def test_category_index_follows_the_catalogue() -> None:
+    cat = Catalog(DIM)
+    cat.upsert("a", None, ("x", "y"))
+    cat.upsert("b", None, ("y",))
+    labels, index = cat.category_index()
+    assert labels == ("x", "y") and index.tolist() == [[0, 1], [1, 2]]
+    cat.set_categories("b", ("z", "x", "y"))
+    labels, index = cat.category_index()
+    assert labels == ("x", "y", "z") and index.tolist() == [[0, 1, 3], [2, 0, 1]]
