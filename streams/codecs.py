@@ -41,10 +41,9 @@ import pydantic
 
 from recstream.config.settings import Settings
 from recstream.models.errors import ValidationError
+from recstream.models.item_text import clean_text as item_clean_text
 from recstream.streams.records import DeadLetter
 from recstream.streams.schemas import EventIn, ItemIn, escape_unprintable
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects accepted (an event is 1 level, an item 2)."""
@@ -205,9 +204,10 @@ def _load_json(raw: bytes | None, limits: Limits) -> dict[str, Any]:
     return data
 
 
-def clean_text(text: str, max_chars: int) -> str:
-    """Control characters replaced by spaces, whitespace collapsed, cut at max_chars."""
-    return " ".join(_CONTROL.sub(" ", text).split())[:max_chars]
+def clean_text(text: str | None, max_chars: int) -> str:
+    """models/item_text.py's clean_text (the one definition: control characters as spaces,
+    invisible ones dropped, NFC, whitespace collapsed), cut at max_chars."""
+    return item_clean_text(text)[:max_chars]
 
 
 def validate_event(data: dict[str, Any], limits: Limits, now: float | None = None) -> EventIn:
