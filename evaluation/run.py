@@ -5,9 +5,10 @@ through real worker processes and the real broker (`recstream.evaluation.replay`
 published list is collected. Scoring (`recstream.evaluation.scoring`) follows
 `recstream.evaluation.prequential`: a target (positive consumption) of a user is scored against
 the list reflecting exactly that user's previous event. Baselines
-(`recstream.evaluation.baselines`) run in this process on the same event sequence with the same
-protocol: learn each event, and right after it predict for the user when their next event is a
-target.
+(`recstream.evaluation.baselines`, and the time- and order-aware peers of
+`recstream.evaluation.sequence_baselines`) run in this process on the same event sequence with
+the same protocol: learn each event, and right after it predict for the user when their next
+event is a target.
 
 Outputs in the chosen folder: metrics.json, report.md (`recstream.evaluation.report`) and PNG
 plots (`recstream.evaluation.plots`).
@@ -50,6 +51,7 @@ from recstream.evaluation.scoring import (
     score_pipeline,
     synthetic_extras,
 )
+from recstream.evaluation.sequence_baselines import RecentPopularity, SequenceKNN
 from recstream.models.errors import DatasetError, RecstreamError
 
 #: Default flow-control window of the replay, per worker (see run_eval): a worker's
@@ -320,6 +322,8 @@ def _baselines(
     models: dict[str, Recommender] = {
         "popularity": DecayedPopularity(half_life_s=settings.popularity_half_life_s),
         "item_knn": ItemKNNCoVisit(),
+        "recent_popularity": RecentPopularity(),
+        "sequence_knn": SequenceKNN(),
     }
     skipped: dict[str, str] = {}
     if vectors:

@@ -16,6 +16,7 @@ from recstream.evaluation.baselines import (
     Recommender,
     StaticEmbeddingSimilarity,
 )
+from recstream.evaluation.sequence_baselines import RecentPopularity, SequenceKNN
 from recstream.evaluation.synthetic import SyntheticConfig, SyntheticDataset, generate
 from recstream.models.errors import ValidationError
 
@@ -44,6 +45,8 @@ FACTORIES: dict[str, Factory] = {
     "decayed_popularity": lambda d: DecayedPopularity(half_life_s=3600.0),
     "item_knn": lambda d: ItemKNNCoVisit(window=5, max_neighbours=10),
     "static_embedding": lambda d: StaticEmbeddingSimilarity(_topic_vectors(d)),
+    "recent_popularity": lambda d: RecentPopularity(window_s=86_400.0),
+    "sequence_knn": lambda d: SequenceKNN(n_last=5, window_s=86_400.0, max_neighbours=10),
 }
 
 

@@ -15,6 +15,7 @@ from recstream.evaluation.baselines import (
     ItemKNNCoVisit,
     StaticEmbeddingSimilarity,
 )
+from recstream.evaluation.sequence_baselines import RecentPopularity, SequenceKNN
 from recstream.evaluation.synthetic import SyntheticConfig, generate
 from recstream.evaluation.systems import BaselineSystem, EngineSystem, System
 from recstream.models.catalog import Catalog
@@ -43,6 +44,8 @@ FACTORIES: dict[str, Callable[[], System]] = {
     "popularity": lambda: BaselineSystem(DecayedPopularity(half_life_s=7 * 86_400.0), K),
     "item_knn": lambda: BaselineSystem(ItemKNNCoVisit(), K),
     "static_embedding": lambda: BaselineSystem(StaticEmbeddingSimilarity(VECTORS), K),
+    "recent_popularity": lambda: BaselineSystem(RecentPopularity(window_s=86_400.0), K),
+    "sequence_knn": lambda: BaselineSystem(SequenceKNN(), K),
 }
 
 
