@@ -7,6 +7,7 @@ item embedder (see embedding.py for the whole flow).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -30,7 +31,8 @@ def register_catalog(
     tables: Tables,
     runtime: EmbeddingRuntime,
 ) -> dict[str, faust.types.AgentT]:
-    limits = Limits.from_settings(settings)
+    """The catalogue agents: items → catalog table (+ embed requests), embed requests →
+    vectors (micro-batches), vectors → the catalog entry whose text they embed."""
 
     def write(item_id: str, entry: dict[str, Any] | None) -> None:
         # Local writes are not read back from the changelog on this worker: mirror them here.
@@ -41,12 +43,53 @@ def register_catalog(
             tables.catalog[item_id] = entry
         runtime.apply_catalog(item_id, entry)
 
-    guard_items = OffsetGapGuard(app, [topics.items.get_topic_name()])
+    return {
+        "items": _items_agent(app, settings, topics, tables, runtime, write),
+        "item_embedder": _embedder_agent(app, settings, topics, runtime),
+        "item_vectors": _vectors_agent(app, settings, topics, tables, write),
+    }
+
+
+def catalog_entry(
+    item: Any, model_id: str, runtime: EmbeddingRuntime, previous: Any, settings: Settings
+) -> tuple[dict[str, Any], str, str]:
+    """(catalog entry, item text, text key) of a decoded item; the entry's `vec` is the
+    cached vector of that text, the previous entry's when its text is unchanged, else None
+    (the text still has to be embedded)."""
+    text = item_text(
+        item.title, item.categories, item.text, item.attributes, settings.item_text_attributes
+    )
+    tkey = text_key(model_id, text)
+    vec = runtime.cached(tkey)
+    if vec is None and previous and previous.get("text_key") == tkey:
+        vec_text = previous.get("vec")  # unchanged text re-sent: keep its vector
+    else:
+        vec_text = None if vec is None else encode_vector(vec)
+    entry = {
+        "title": item.title,
+        "categories": list(item.categories),
+        "ts": item.ts,
+        "text_key": tkey,
+        "vec": vec_text,
+    }
+    return entry, text, tkey
+
+
+def _items_agent(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    tables: Tables,
+    runtime: EmbeddingRuntime,
+    write: Callable[[str, dict[str, Any] | None], None],
+) -> faust.types.AgentT:
+    limits = Limits.from_settings(settings)
+    guard = OffsetGapGuard(app, [topics.items.get_topic_name()])
 
     @app.agent(topics.items, name=f"{settings.app_id}.items", concurrency=1)
     async def items(stream: faust.StreamT) -> None:
         encoder = await runtime.encoder()
-        async for event in guard_items.events(stream):
+        async for event in guard.events(stream):
             key = event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None
             if event.value is None or event.value == b"":
                 if not key:
@@ -64,41 +107,26 @@ def register_catalog(
             except Exception as exc:
                 await send_dead_letter(topics, event, ValidationError(f"undecodable: {exc!r}"))
                 continue
-            text = item_text(
-                item.title,
-                item.categories,
-                item.text,
-                item.attributes,
-                settings.item_text_attributes,
-            )
-            tkey = text_key(encoder.model_id, text)
             previous = tables.catalog.get(item.item_id)
-            vec = runtime.cached(tkey)
-            if vec is None and previous and previous.get("text_key") == tkey:
-                vec_text = previous.get("vec")  # unchanged text re-sent: keep its vector
-            else:
-                vec_text = None if vec is None else encode_vector(vec)
-            entry = {
-                "title": item.title,
-                "categories": list(item.categories),
-                "ts": item.ts,
-                "text_key": tkey,
-                "vec": vec_text,
-            }
+            entry, text, tkey = catalog_entry(item, encoder.model_id, runtime, previous, settings)
             write(item.item_id, entry)
-            if vec_text is None:
+            if entry["vec"] is None:
                 await topics.item_embed.send(
                     key=item.item_id,
                     value=EmbedRequest(item_id=item.item_id, text=text, text_key=tkey),
                 )
 
-    guard_item_embed = OffsetGapGuard(app, [topics.item_embed.get_topic_name()])
+    return items
+
+
+def _embedder_agent(
+    app: faust.App, settings: Settings, topics: Topics, runtime: EmbeddingRuntime
+) -> faust.types.AgentT:
+    guard = OffsetGapGuard(app, [topics.item_embed.get_topic_name()])
 
     @app.agent(topics.item_embed, name=f"{settings.app_id}.item-embedder", concurrency=1)
     async def item_embedder(stream: faust.StreamT) -> None:
-        async for events in guard_item_embed.batches(
-            stream, settings.embed_batch_size, settings.embed_wait_s
-        ):
+        async for events in guard.batches(stream, settings.embed_batch_size, settings.embed_wait_s):
             batch = [event.value for event in events]
             vectors = await runtime.embed([r.text_key for r in batch], [r.text for r in batch])
             for req, vec in zip(batch, vectors, strict=True):
@@ -111,6 +139,16 @@ def register_catalog(
                     ),
                 )
 
+    return item_embedder
+
+
+def _vectors_agent(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    tables: Tables,
+    write: Callable[[str, dict[str, Any] | None], None],
+) -> faust.types.AgentT:
     @app.agent(topics.item_vectors, name=f"{settings.app_id}.item-vectors", concurrency=1)
     async def item_vectors(stream: faust.StreamT) -> None:
         async for result in stream:
@@ -122,4 +160,4 @@ def register_catalog(
             entry = dict(entry, vec=result.vec)
             write(result.item_id, entry)
 
-    return {"items": items, "item_embedder": item_embedder, "item_vectors": item_vectors}
+    return item_vectors
