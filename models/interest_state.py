@@ -519,24 +519,7 @@ class InterestState:
             text_weight = weight
         else:
             text_weight = p.review_text_weight * ((weight > 0.0) - (weight < 0.0))
-        if isinstance(categories, str):
-            # A bare str is a Sequence[str] of characters: always a caller bug.
-            raise ValidationError("categories must be a sequence of labels, not one str")
-        cats = dict.fromkeys(categories)  # de-duplicated, order kept
-        for c in cats:
-            if not isinstance(c, str) or not c or len(c.encode()) > 255:
-                raise ValidationError(f"category labels must be 1–255 UTF-8 bytes: {c!r}")
-        shares: dict[str, float] = {}
-        if text_categories:
-            for c, share in text_categories.items():
-                if not isinstance(c, str) or not c or len(c.encode()) > 255:
-                    raise ValidationError(f"category labels must be 1–255 UTF-8 bytes: {c!r}")
-                if not 0.0 <= share <= 1.0:  # also refuses NaN
-                    raise ValidationError(
-                        f"text_categories shares must be in [0, 1]: {c!r}={share}"
-                    )
-                if share > 0.0:
-                    shares[c] = share
+        cats, shares = _checked_categories(categories, text_categories)
 
         # Validated: from here on nothing raises, so the update is atomic.
         if weight != 0.0:
@@ -552,6 +535,14 @@ class InterestState:
             for c, share in shares.items():
                 self._add_evidence(c, text_weight * share, ts)
 
+        self._record(event, key)
+        return True
+
+    def _record(self, event: InterestEvent, key: int) -> None:
+        """The bookkeeping of an applied event: count, latest event, the de-duplication
+        window (`key`: its event key) and the consumed items."""
+        p = self._params
+        event_id, ts = event.event_id, event.ts
         self._count += 1
         if (ts, event_id or "") > (self._last_ts, self._last_id or ""):
             self._last_ts = ts
@@ -574,7 +565,6 @@ class InterestState:
             consumed[ikey] = None
             if len(consumed) > p.max_consumed:
                 del consumed[next(iter(consumed))]
-        return True
 
     def isclose(self, other: InterestState, *, rtol: float = 1e-5) -> bool:
         """Whether two states agree up to float rounding (e.g. the same events reordered).
@@ -817,3 +807,26 @@ def _check_state_values(
         raise StateError("interest state has evidence but no events")
     if not (np.all(pos < np.inf) and np.all(neg < np.inf)):  # also false for NaN
         raise StateError("interest state evidence holds NaN or +inf")
+
+
+def _checked_categories(
+    categories: Sequence[str], text_categories: Mapping[str, float] | None
+) -> tuple[dict[str, None], dict[str, float]]:
+    """(the item's categories de-duplicated in order, the text's positive category shares);
+    ValidationError for a bad label or a share outside [0, 1]."""
+    if isinstance(categories, str):
+        # A bare str is a Sequence[str] of characters: always a caller bug.
+        raise ValidationError("categories must be a sequence of labels, not one str")
+    cats = dict.fromkeys(categories)  # de-duplicated, order kept
+    for c in cats:
+        if not isinstance(c, str) or not c or len(c.encode()) > 255:
+            raise ValidationError(f"category labels must be 1–255 UTF-8 bytes: {c!r}")
+    shares: dict[str, float] = {}
+    for c, share in (text_categories or {}).items():
+        if not isinstance(c, str) or not c or len(c.encode()) > 255:
+            raise ValidationError(f"category labels must be 1–255 UTF-8 bytes: {c!r}")
+        if not 0.0 <= share <= 1.0:  # also refuses NaN
+            raise ValidationError(f"text_categories shares must be in [0, 1]: {c!r}={share}")
+        if share > 0.0:
+            shares[c] = share
+    return cats, shares
