@@ -164,6 +164,39 @@ def _export_into(model_path: str, out: Path, backend: str) -> dict[str, Any]:
     config = getattr(getattr(first, "auto_model", None), "config", None)
     positions = getattr(config, "max_position_embeddings", None)
 
+    _write_graph(st, input_names, out, backend, model_path)
+
+    tokenizer = type(backend_tokenizer).from_str(backend_tokenizer.to_str())
+    tokenizer.no_padding()  # padding is done per batch, to the batch's longest text
+    tokenizer.no_truncation()  # truncation is set at load time, from max_seq_length
+    tokenizer.save(str(out / _TOKENIZER))
+    pad_id = hf_tokenizer.pad_token_id
+    meta: dict[str, Any] = {
+        "format": _FORMAT,
+        "backend": backend,
+        "source": str(model_path),
+        "dim": int(dim),
+        "max_seq_length": max_seq_length,
+        "max_positions": int(positions) if isinstance(positions, int) else None,
+        "input_names": input_names,
+        "pad_id": int(pad_id) if pad_id is not None else 0,
+        "do_lower_case": bool(getattr(first, "do_lower_case", False)),
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": _onnxruntime_version(),
+        },
+    }
+    (out / _META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    _verify_export(st, out, backend, max_seq_length, model_path)
+    return meta
+
+
+def _write_graph(st: Any, input_names: list[str], out: Path, backend: str, model_path: str) -> None:
+    """Export token ids → sentence embedding (every module of the model) to `out`, int8
+    quantised for the int8 backend; ModelError when torch's exporter or the quantiser fail."""
+    import torch
+
     class _Graph(torch.nn.Module):
         """Token ids → sentence embedding, through every module of the model."""
 
@@ -215,27 +248,10 @@ def _export_into(model_path: str, out: Path, backend: str) -> dict[str, Any]:
     except Exception as exc:
         raise ModelError(f"exporting {model_path!r} to ONNX ({backend}) failed: {exc}") from exc
 
-    tokenizer = type(backend_tokenizer).from_str(backend_tokenizer.to_str())
-    tokenizer.no_padding()  # padding is done per batch, to the batch's longest text
-    tokenizer.no_truncation()  # truncation is set at load time, from max_seq_length
-    tokenizer.save(str(out / _TOKENIZER))
-    pad_id = hf_tokenizer.pad_token_id
-    meta: dict[str, Any] = {
-        "format": _FORMAT,
-        "backend": backend,
-        "source": str(model_path),
-        "dim": int(dim),
-        "max_seq_length": max_seq_length,
-        "max_positions": int(positions) if isinstance(positions, int) else None,
-        "input_names": input_names,
-        "pad_id": int(pad_id) if pad_id is not None else 0,
-        "do_lower_case": bool(getattr(first, "do_lower_case", False)),
-        "versions": {
-            "torch": torch.__version__,
-            "onnxruntime": _onnxruntime_version(),
-        },
-    }
-    (out / _META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+def _verify_export(st: Any, out: Path, backend: str, max_seq_length: int, model_path: str) -> None:
+    """ModelError unless the exported graph gives the torch model's vectors (int8: close)."""
+    import torch
 
     # The exported graph must give the torch model's vectors (int8: close to them).
     check = OnnxSentenceModel(out, max_seq_length=max_seq_length, num_threads=1)
@@ -248,7 +264,6 @@ def _export_into(model_path: str, out: Path, backend: str) -> dict[str, Any]:
             f"the ONNX export ({backend}) of {model_path!r} disagrees with the torch model: "
             f"cosines {np.round(cos, 4).tolist()}"
         )
-    return meta
 
 
 @contextlib.contextmanager
