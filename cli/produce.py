@@ -8,7 +8,6 @@ dead-letter path). Events are keyed by user_id, items by item_id; an item line
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 
 from recstream.config.settings import Settings
 from recstream.models.errors import ValidationError
-from recstream.streams.codecs import Limits, encode_json
+from recstream.streams.codecs import Limits, encode_json, load_record
 from recstream.streams.producer import Kind, check_record, make_producer
 
 
@@ -59,9 +58,9 @@ def produce(
         for i, (lineno, record) in enumerate(records):
             raw: bytes | None
             try:
-                data = json.loads(record) if isinstance(record, str | bytes) else record
+                data = load_record(record, limits) if isinstance(record, str | bytes) else record
                 key, raw = check_record(kind, data, limits)
-            except (ValidationError, json.JSONDecodeError, UnicodeError) as exc:
+            except (ValidationError, UnicodeError) as exc:
                 reason = str(exc) if isinstance(exc, ValidationError) else f"malformed JSON: {exc}"
                 report.invalid.append((lineno, reason))
                 if not send_invalid:

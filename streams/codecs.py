@@ -169,6 +169,15 @@ def _no_surrogate(text: str, path: tuple[str | int, ...], is_key: bool = False) 
     )
 
 
+def load_record(raw: bytes | str, limits: Limits) -> dict[str, Any]:
+    """A raw JSON record (bytes, or text read with errors="surrogateescape") → its object,
+    with the checks a worker applies before it dead-letters a record: size, UTF-8, duplicate
+    keys, NaN/Infinity, depth, lone surrogates. The producer CLI refuses what a worker would
+    refuse, with the same reason."""
+    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+    return _load_json(data, limits)
+
+
 def _load_json(raw: bytes | None, limits: Limits) -> dict[str, Any]:
     if raw is None or len(raw) == 0:
         raise ValidationError("empty payload")

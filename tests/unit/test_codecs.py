@@ -454,3 +454,25 @@ def test_a_dead_letter_survives_an_exception_whose_message_fails() -> None:
 def test_encode_json_writes_any_record(record: dict[str, object]) -> None:
     wire = encode_json(record)
     assert json.loads(wire) == record  # a lone surrogate travels as its escape
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"user_id": "u", "event_id": "e", "event_type": "rate", "ts": 1.7e9, "value": NaN}',
+        '{"user_id": "u", "user_id": "v", "event_id": "e", "event_type": "view", "ts": 1.7e9}',
+        '{"user_id": "u\\ud800", "event_id": "e", "event_type": "view", "ts": 1.7e9}',
+        "[" * 40 + "]" * 40,
+        '{"user_id": "u", "event_id": "e", "event_type": "view", "ts": 1.7e9, "x": "\udcff"}',
+    ],
+)
+def test_the_producer_refuses_what_a_worker_dead_letters_with_the_same_reason(line: str) -> None:
+    """`recstream produce` reads lines with errors="surrogateescape"; load_record applies the
+    worker's checks, so the CLI names the reason the dead letter would carry."""
+    from recstream.streams.codecs import load_record
+
+    with pytest.raises(ValidationError) as cli:
+        load_record(line, LIMITS)
+    with pytest.raises(ValidationError) as worker:
+        decode_event(line.encode("utf-8", "surrogateescape"), LIMITS, now=NOW)
+    assert str(cli.value) == str(worker.value)
