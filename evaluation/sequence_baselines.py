@@ -61,15 +61,15 @@ class RecentPopularity:
     window of the newest event is ignored for the window (it still counts all-time).
 
     Args:
-        window_s: window length W in seconds (> 0; default 6 hours, the best of 6 h, 1, 3, 7
-            and 30 days on MovieLens ml-latest-small, see the README).
+        window_s: window length W in seconds (> 0; default 1 hour, the best of 1 h, 6 h, 1, 3,
+            7 and 30 days on MovieLens ml-latest-small, see the README).
         event_weights: weight per positive event type (default ``DEFAULT_EVENT_WEIGHTS``).
         min_rating: ratings below this are ignored.
     """
 
     def __init__(
         self,
-        window_s: float = 6 * 3_600.0,
+        window_s: float = 3_600.0,
         event_weights: Mapping[str, float] | None = None,
         min_rating: float = DEFAULT_MIN_RATING,
     ):
