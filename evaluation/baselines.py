@@ -83,6 +83,18 @@ def _positive_weight(
     return weights.get(event_type, 0.0)
 
 
+def _positive(
+    event: Mapping[str, Any], weights: Mapping[str, float], min_rating: float
+) -> tuple[str, str, float, float] | None:
+    """(user_id, item_id, ts, weight) of a validated event that is positive feedback on an
+    item; None for any other (valid) event. What every baseline's learn_one starts with."""
+    user_id, item_id, event_type, ts, value = _parse(event)
+    weight = _positive_weight(event_type, value, weights, min_rating)
+    if item_id is None or weight <= 0.0:
+        return None
+    return user_id, item_id, ts, weight
+
+
 def _check_k(k: int) -> None:
     if k < 0:
         raise ValidationError(f"k must be >= 0, got {k}")
@@ -191,10 +203,10 @@ class DecayedPopularity:
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
         """Add the event's weight, at its event time, to its item's decayed count."""
-        _, item_id, event_type, ts, value = _parse(event)
-        weight = _positive_weight(event_type, value, self.event_weights, self.min_rating)
-        if item_id is None or weight <= 0.0:
+        positive = _positive(event, self.event_weights, self.min_rating)
+        if positive is None:
             return
+        _, item_id, ts, weight = positive
         i = self._log_mass.slot(item_id)
         term = math.log(weight) + self._rate * (ts - self.epoch_ts)
         self._log_mass.values[i] = np.logaddexp(self._log_mass.values[i], term)
@@ -259,10 +271,10 @@ class ItemKNNCoVisit:
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
         """Pair the event's item with the user's recent items and append it to their history."""
-        user_id, item_id, event_type, _, value = _parse(event)
-        weight = _positive_weight(event_type, value, self.event_weights, self.min_rating)
-        if item_id is None or weight <= 0.0:
+        positive = _positive(event, self.event_weights, self.min_rating)
+        if positive is None:
             return
+        user_id, item_id, _, weight = positive
         self._popularity.add(item_id, weight)
         recent = self._recent.setdefault(user_id, deque(maxlen=self.window))
         if item_id in recent:
@@ -341,10 +353,10 @@ class StaticEmbeddingSimilarity:
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
         """Add the consumed item's unit vector to the user's profile."""
-        user_id, item_id, event_type, _, value = _parse(event)
-        weight = _positive_weight(event_type, value, self.event_weights, self.min_rating)
-        if item_id is None or weight <= 0.0:
+        positive = _positive(event, self.event_weights, self.min_rating)
+        if positive is None:
             return
+        user_id, item_id, _, weight = positive
         self._popularity.add(item_id, weight)
         r = self._row.get(item_id)
         if r is None:

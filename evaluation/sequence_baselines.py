@@ -26,8 +26,7 @@ from recstream.evaluation.baselines import (
     DEFAULT_MIN_RATING,
     _check_k,
     _check_weights,
-    _parse,
-    _positive_weight,
+    _positive,
     _rank,
     _ScoreTable,
 )
@@ -87,10 +86,10 @@ class RecentPopularity:
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
         """Count the event in the window at its event time and expire what fell out of it."""
-        _, item_id, event_type, ts, value = _parse(event)
-        weight = _positive_weight(event_type, value, self.event_weights, self.min_rating)
-        if item_id is None or weight <= 0.0:
+        positive = _positive(event, self.event_weights, self.min_rating)
+        if positive is None:
             return
+        _, item_id, ts, weight = positive
         self._all_time.add(item_id, weight)
         self._newest = max(self._newest, ts)
         if ts >= self._newest - self.window_s:
@@ -190,11 +189,13 @@ class SequenceKNN:
         event_weights: Mapping[str, float] | None = None,
         min_rating: float = DEFAULT_MIN_RATING,
     ):
-        for name, count in (("n_last", n_last), ("max_steps", max_steps)):
+        for name, count in (
+            ("n_last", n_last),
+            ("max_steps", max_steps),
+            ("max_neighbours", max_neighbours),
+        ):
             if count < 1:
                 raise ValidationError(f"{name} must be >= 1, got {count}")
-        if max_neighbours < 1:
-            raise ValidationError(f"max_neighbours must be >= 1, got {max_neighbours}")
         if position_decay not in POSITION_DECAYS:
             raise ValidationError(f"position_decay must be one of {POSITION_DECAYS}")
         _check_positive("window_s", window_s)
@@ -216,10 +217,10 @@ class SequenceKNN:
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
         """Add the directed pairs (previous items -> this one) and append it to the history."""
-        user_id, item_id, event_type, ts, value = _parse(event)
-        weight = _positive_weight(event_type, value, self.event_weights, self.min_rating)
-        if item_id is None or weight <= 0.0:
+        positive = _positive(event, self.event_weights, self.min_rating)
+        if positive is None:
             return
+        user_id, item_id, ts, _ = positive
         self._fill.learn_one(event)
         history = self._history.setdefault(user_id, deque(maxlen=max(self.n_last, self.max_steps)))
         repeat = next((h for h in history if h[0] == item_id), None)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from baseline_events import event as _event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,19 +49,6 @@ FACTORIES: dict[str, Factory] = {
     "recent_popularity": lambda d: RecentPopularity(window_s=86_400.0),
     "sequence_knn": lambda d: SequenceKNN(n_last=5, window_s=86_400.0, max_neighbours=10),
 }
-
-
-def _event(user: str, item: str | None, ts: float, etype: str = "view") -> dict[str, object]:
-    return {
-        "user_id": user,
-        "item_id": item,
-        "event_type": etype,
-        "ts": ts,
-        "value": 5.0 if etype == "rate" else None,
-        "text": None,
-        "event_id": f"{user}-{item}-{ts}",
-        "rec_id": None,
-    }
 
 
 def _trained(name: str, data: SyntheticDataset) -> Recommender:

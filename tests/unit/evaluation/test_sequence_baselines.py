@@ -4,22 +4,10 @@ contract runs over both models in test_baselines.py and test_system_contract.py)
 from __future__ import annotations
 
 import pytest
+from baseline_events import event as _event
 
 from recstream.evaluation.sequence_baselines import RecentPopularity, SequenceKNN
 from recstream.models.errors import ValidationError
-
-
-def _event(user: str, item: str | None, ts: float, etype: str = "view") -> dict[str, object]:
-    return {
-        "user_id": user,
-        "item_id": item,
-        "event_type": etype,
-        "ts": ts,
-        "value": 5.0 if etype == "rate" else None,
-        "text": None,
-        "event_id": f"{user}-{item}-{ts}",
-        "rec_id": None,
-    }
 
 
 def _learn(model: RecentPopularity | SequenceKNN, events: list[tuple[str, str, float]]) -> None:
