@@ -152,6 +152,9 @@ class RecList:
     weights: dict[str, float]
     top_interests: list[dict[str, float | str]]
     bounds: dict[str, list[float]] | None
+    #: Catalogue rows of the candidate pool the list was cut from (not on the wire: for the
+    #: evaluation's candidate recall); empty for the popularity ranker.
+    pool: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def to_dict(self, titles: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The wire shape of a list (streams/records.py Recommendation), without `ts`."""
@@ -537,7 +540,7 @@ class Recommender:
             rec.served = [*rec.served, served][-p.served_kept :]
         lst = RecList(
             req.user_id, rec_id, req.event_id, req.inputs.at_ts, p.ranker, items, weights,
-            top_interests(req.evidence, 3), bounds,
+            top_interests(req.evidence, 3), bounds, sig.pools[i],
         )  # fmt: skip
         return lst
 
