@@ -70,6 +70,14 @@ def eval_command(
             "the workers' engine in this process, same events and micro-batches, no broker."
         ),
     ] = "kafka",
+    ablations: Annotated[
+        bool,
+        typer.Option(
+            "--ablations",
+            help="Also replay with exploration off and with MMR off, scored as "
+            "'no_exploration' and 'no_mmr' (in-process engine only; two more replays).",
+        ),
+    ] = False,
 ) -> None:
     """Replay a data set through the pipeline (real broker, real workers) or the same engine
     in-process, and score it prequentially against in-process baselines."""
@@ -78,6 +86,12 @@ def eval_command(
     from recstream.evaluation.scoring import SYSTEM_UNDER_TEST
     from recstream.models.errors import RecstreamError
 
+    if ablations and engine != "inprocess":
+        raise typer.BadParameter(
+            "needs --engine inprocess (the ablations are two more replays of the in-process "
+            "engine; through Kafka they would cost an hour each)",
+            param_hint="--ablations",
+        )
     settings = _settings()
     try:
         metrics = run_eval(
@@ -93,6 +107,7 @@ def eval_command(
             fixed_weights=fixed_weights,
             encoder_factory=encoder_from_settings,
             engine=engine,
+            ablations=ablations,
         )
     except RecstreamError as exc:
         err.print(f"[red]error:[/red] {exc}")

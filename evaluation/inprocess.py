@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from kafka.partitioner.default import murmur2
@@ -20,11 +20,14 @@ from threadpoolctl import threadpool_limits
 
 from recstream.config.engine_params import engine_params
 from recstream.config.settings import Settings
-from recstream.evaluation.replay import CollectedList
+from recstream.evaluation.replay import CandidatePool, CollectedList
 from recstream.models.catalog import Catalog
 from recstream.models.item_text import clean_text
-from recstream.models.recommender import Event, RecList, Recommender
+from recstream.models.recommender import FUSED, Event, RecList, Recommender
 from recstream.models.user_record import UserRecord
+
+#: What an ablation replay is scored into (the caller's score card type).
+S = TypeVar("S")
 
 
 def owner_shard(user_id: str, partitions: int) -> int:
@@ -81,7 +84,12 @@ def to_event(
     )
 
 
-def collected(lst: RecList) -> CollectedList:
+def collected(lst: RecList, row_of: Mapping[str, int] | None = None) -> CollectedList:
+    """The list as the evaluation keeps it; with ``row_of`` (the catalogue's id → row map,
+    shared by every list of the run) it keeps the fused ranker's candidate pool too."""
+    pool = None
+    if row_of is not None and lst.ranker == FUSED:
+        pool = CandidatePool(lst.pool, row_of)
     return CollectedList(
         user_id=lst.user_id,
         event_id=str(lst.as_of_event_id),
@@ -91,6 +99,7 @@ def collected(lst: RecList) -> CollectedList:
         items=tuple(r.item_id for r in lst.items),
         weights=dict(lst.weights),
         top_interests=tuple((str(t["category"]), float(t["share"])) for t in lst.top_interests),
+        candidates=pool,
     )
 
 
@@ -123,6 +132,9 @@ def replay_inprocess(
     # As in a worker (cli/worker.py): one BLAS thread unless configured otherwise. An idle
     # OpenBLAS pool spins, and its threads thrash on the engine's many small products.
     blas = threadpool_limits(limits=settings.blas_threads, user_api="blas")
+    # The catalogue is complete before the replay and events add no items, so one snapshot of
+    # its id → row map serves every pool of the run.
+    row_of = dict(catalog.row_of)
     started = time.perf_counter()
     states: dict[str, Any] = {}
     out: list[CollectedList] = []
@@ -140,7 +152,7 @@ def replay_inprocess(
         )
         for delta in applied.deltas.values():
             shared.apply(delta)
-        out.extend(collected(lst) for lst in lists)
+        out.extend(collected(lst, row_of) for lst in lists)
         rejected.extend(applied.rejected)
         batches += 1
         if on_batch is not None:
@@ -201,3 +213,39 @@ def inprocess_replays(
         console.print("[bold]fixed_weights[/bold]: the same replay with η = η_global = 0")
         fixed = run(eta=0.0, eta_global=0.0)
     return result, fixed
+
+
+#: The ablations of issue #13 item 4: system name → the EngineParams overrides that turn one
+#: part of the ranking off, everything else as in the run under test.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no_exploration": {"exploration_share": 0.0},
+    "no_mmr": {"mmr_trade_off": 1.0},
+}
+
+
+def ablation_replays(
+    settings: Settings,
+    data: Any,
+    vectors: Mapping[str, np.ndarray],
+    encode: Callable[[list[str]], np.ndarray] | None,
+    console: Any,
+    score: Callable[[Any], S],
+) -> tuple[dict[str, S], dict[str, dict[str, Any]]]:
+    """(name → score of each ablation's replay, name → what its run did).
+
+    Each replay is scored by ``score`` (a ReplayResult → its scores) as soon as it ends and its
+    lists are dropped, so at most one ablation's lists are held at a time.
+    """
+    scores: dict[str, S] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    for name, overrides in ABLATIONS.items():
+        console.print(f"[bold]{name}[/bold]: the same replay with {overrides}")
+        res = replay_inprocess(settings, data.items, data.events, vectors, encode, **overrides)
+        scores[name] = score(as_replay_result(settings, res, data.events))
+        runs[name] = {
+            "overrides": overrides,
+            "lists": len(res.lists),
+            "wall_s": res.wall_s,
+            "events_per_s": res.events_per_s,
+        }
+    return scores, runs

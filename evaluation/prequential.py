@@ -20,7 +20,8 @@ Everything here is pure: no Kafka, no settings. Times are event time in epoch se
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -42,6 +43,8 @@ L = TypeVar("L")
 
 #: A rating counts as a target from this many stars (MovieLens' 0.5..5 scale).
 DEFAULT_MIN_TARGET_RATING = RATING_POSITIVE
+#: A target is in the long-tail slice when its item had fewer earlier positive events (#13).
+LONG_TAIL_BELOW = 5
 
 
 def is_target(
@@ -170,6 +173,35 @@ def prediction_points(
     return points
 
 
+def long_tail_cases(
+    events: Sequence[Mapping[str, Any]],
+    target: Callable[[Mapping[str, Any]], bool],
+    below: int = LONG_TAIL_BELOW,
+) -> frozenset[tuple[str, str]]:
+    """(user_id, event_id) of the targets whose item had fewer than ``below`` earlier targets.
+
+    "Earlier" is replay order, over every user, counting only target events (the positive
+    events the protocol predicts; a view or a low rating is no evidence that an item is known).
+    The target itself is not counted. Duplicates (a repeated user_id, event_id) are skipped as
+    `align` skips them: they neither are cases nor add to an item's count.
+    """
+    earlier: Counter[str] = Counter()
+    seen: set[tuple[str, str]] = set()
+    out: set[tuple[str, str]] = set()
+    for event in events:
+        key = (str(event["user_id"]), str(event["event_id"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        if not target(event):
+            continue
+        item = str(event["item_id"])
+        if earlier[item] < below:
+            out.add(key)
+        earlier[item] += 1
+    return frozenset(out)
+
+
 @dataclass
 class ScoreCard:
     """Per-target scores of one system, summarised overall and per event-time slice.
@@ -195,6 +227,9 @@ class ScoreCard:
     novelty_bits: list[float] = field(default_factory=list)
     ild: list[float] = field(default_factory=list)
     tops: list[tuple[str, ...]] = field(default_factory=list)
+    #: Per case: 1.0 when the target was in the candidate pool of the scored list, 0.0 when
+    #: not (or no list), NaN when the list carried no pool (Kafka lists, baselines).
+    in_pool: list[float] = field(default_factory=list)
     n_missing: int = 0
 
     def __post_init__(self) -> None:
@@ -215,12 +250,14 @@ class ScoreCard:
         n_users: int = 0,
         vectors: Mapping[str, np.ndarray] | None = None,
         case_id: str = "",
+        in_pool: bool | None = None,
     ) -> None:
         """Score one case at event time ``ts``; ``ranked`` None means the list is missing.
 
         ``item_users`` (distinct users per item) and ``n_users`` enable novelty (bits);
         ``vectors`` (item id → embedding) enables intra-list diversity of the top k;
-        ``case_id`` (the target's event id) lets callers group cases afterwards.
+        ``case_id`` (the target's event id) lets callers group cases afterwards; ``in_pool``
+        whether the target was among the scored list's candidates (None: not known).
         """
         if ranked is None:
             self.n_missing += 1
@@ -235,6 +272,7 @@ class ScoreCard:
         self.recall.append(recall_at_k(longer, (target,), self.recall_k))
         self.rr.append(reciprocal_rank(longer, target))
         self.tops.append(top)
+        self.in_pool.append(math.nan if in_pool is None else float(in_pool))
         if item_users is not None and n_users > 0 and top:
             self.novelty_bits.append(novelty(top, item_users, n_users))
         if vectors is not None:
@@ -244,9 +282,11 @@ class ScoreCard:
 
     def summary(self, catalog_size: int | None = None) -> dict[str, float | int | None]:
         """``hr@k``, ``ndcg@k``, ``recall@recall_k``, ``mrr``, ``coverage`` (distinct top-k items /
-        catalogue), ``novelty`` (mean bits), ``ild`` (mean cosine distance), ``n``, ``missing``.
+        catalogue), ``novelty`` (mean bits), ``ild`` (mean cosine distance), ``n``, ``missing``,
+        ``candidate_recall`` (share of the cases whose target was in the scored list's pool).
 
-        Means are NaN over no cases; coverage, novelty and ild are None when not computable.
+        Means are NaN over no cases; coverage, novelty, ild and candidate_recall are None when
+        not computable (candidate_recall: some case's list carried no pool).
         """
 
         def mean(values: list[float]) -> float:
@@ -263,19 +303,37 @@ class ScoreCard:
             "coverage": coverage,
             "novelty": mean(self.novelty_bits) if self.novelty_bits else None,
             "ild": mean(self.ild) if self.ild else None,
+            "candidate_recall": _known_mean(np.asarray(self.in_pool, dtype=float)),
             "n": len(self.hit),
             "missing": self.n_missing,
         }
 
-    def slices(self, edges: Sequence[float]) -> list[dict[str, float | int]]:
-        """HR@k and NDCG@k of cases with ``edges[i] <= ts < edges[i+1]`` (last slice closed)."""
+    def subset(self, cases: Collection[tuple[str, str]]) -> dict[str, float | int]:
+        """HR@k, NDCG@k and ``n`` of the cases whose (user, case_id) is in ``cases`` (NaN: none)."""
+        mask = np.fromiter(
+            ((u, c) in cases for u, c in zip(self.users, self.ids, strict=True)),
+            dtype=bool,
+            count=len(self.ids),
+        )
+        n = int(mask.sum())
+        hit, ndcg = np.asarray(self.hit, dtype=float), np.asarray(self.ndcg, dtype=float)
+        return {
+            f"hr@{self.k}": float(hit[mask].mean()) if n else math.nan,
+            f"ndcg@{self.k}": float(ndcg[mask].mean()) if n else math.nan,
+            "n": n,
+        }
+
+    def slices(self, edges: Sequence[float]) -> list[dict[str, float | int | None]]:
+        """HR@k, NDCG@k and candidate recall (None: unknown) of cases with
+        ``edges[i] <= ts < edges[i+1]`` (last slice closed)."""
         if len(edges) < 2:
             raise ValidationError("need at least two slice edges")
         ts = np.asarray(self.ts, dtype=float)
         hit = np.asarray(self.hit, dtype=float)
         ndcg = np.asarray(self.ndcg, dtype=float)
+        in_pool = np.asarray(self.in_pool, dtype=float)
         which = slice_index(ts, edges)
-        out = []
+        out: list[dict[str, float | int | None]] = []
         for i in range(len(edges) - 1):
             mask = which == i
             n = int(mask.sum())
@@ -286,9 +344,19 @@ class ScoreCard:
                     "n": n,
                     f"hr@{self.k}": float(hit[mask].mean()) if n else math.nan,
                     f"ndcg@{self.k}": float(ndcg[mask].mean()) if n else math.nan,
+                    "candidate_recall": _known_mean(in_pool[mask]),
                 }
             )
         return out
+
+
+def _known_mean(values: np.ndarray) -> float | None:
+    """Mean of per-case 0/1 values; None when any is NaN (unknown), NaN over no cases."""
+    if values.size == 0:
+        return math.nan
+    if np.isnan(values).any():
+        return None
+    return float(values.mean())
 
 
 def slice_edges(ts: Iterable[float], n_slices: int) -> list[float]:

@@ -33,12 +33,13 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from rich.console import Console
@@ -61,12 +62,39 @@ Completion = Literal["lists", "offsets"]
 COMMIT_POLL_S = 0.1
 
 
+class CandidatePool:
+    """The candidate pool a list was cut from, as a set of item ids (``item in pool``).
+
+    Kept compact because the in-process runner holds one per list (100k lists × ~150
+    candidates): sorted int32 catalogue rows (4 bytes a candidate) plus a reference to the
+    run's id → row map, which every pool of the run shares (never copied per list).
+    """
+
+    __slots__ = ("_row_of", "_rows")
+
+    def __init__(self, rows: npt.ArrayLike, row_of: Mapping[str, int]) -> None:
+        self._rows = np.unique(np.asarray(rows, dtype=np.int32))
+        self._row_of = row_of
+
+    def __contains__(self, item_id: object) -> bool:
+        row = self._row_of.get(item_id) if isinstance(item_id, str) else None
+        if row is None:
+            return False
+        at = int(np.searchsorted(self._rows, row))
+        return at < self._rows.size and int(self._rows[at]) == row
+
+    def __len__(self) -> int:
+        return int(self._rows.size)
+
+
 @dataclass(frozen=True, slots=True)
 class CollectedList:
     """The parts of one published list an evaluation needs.
 
     ``as_of_ts`` is event time (epoch s); ``kafka_ts_ms`` the list's Kafka record timestamp (wall
-    ms); ``items`` the item ids best first; ``top_interests`` (category, share) pairs.
+    ms); ``items`` the item ids best first; ``top_interests`` (category, share) pairs;
+    ``candidates`` the pool the list was cut from (in-process runner, fused ranker only; None
+    for lists read from Kafka, whose wire format does not carry it).
     """
 
     user_id: str
@@ -77,6 +105,7 @@ class CollectedList:
     items: tuple[str, ...]
     weights: dict[str, float]
     top_interests: tuple[tuple[str, float], ...]
+    candidates: CandidatePool | None = field(default=None, compare=False)
 
 
 def parse_list(raw: bytes, kafka_ts_ms: int) -> CollectedList | None:

@@ -19,13 +19,18 @@ from recstream.evaluation.scoring import N_SLICES, RECALL_K, SYSTEM_UNDER_TEST, 
 
 def write_lists(path: Path, lists: Sequence[CollectedList]) -> None:
     """Every collected list (compact: ids, not full items), one JSON object per line, gzipped,
-    so that scores can be recomputed or inspected without replaying again."""
+    so that scores can be recomputed or inspected without replaying again. A list's candidate
+    pool is written as its size only (the ids would multiply the file by ~10)."""
     import dataclasses
     import gzip
 
+    names = [f.name for f in dataclasses.fields(CollectedList) if f.name != "candidates"]
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         for rec in lists:
-            fh.write(json.dumps(dataclasses.asdict(rec)) + "\n")
+            # Field by field, not dataclasses.asdict: that deep-copies every pool's shared map.
+            row = {name: getattr(rec, name) for name in names}
+            row["candidates"] = None if rec.candidates is None else len(rec.candidates)
+            fh.write(json.dumps(row) + "\n")
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -113,7 +118,10 @@ def _pacing(run: Mapping[str, Any]) -> str:
 
 def write_report(out_dir: Path, metrics: dict[str, Any], plots: Sequence[str]) -> None:
     """report.md: what was measured, the tables, the machine."""
-    sections = (_intro, _accuracy, _cold_start, _latency, _slices, _synthetic)
+    sections = (
+        _intro, _accuracy, _cold_start, _long_tail, _candidate_recall, _ablations, _latency,
+        _slices, _synthetic,
+    )  # fmt: skip
     lines = [line for section in sections for line in section(metrics)]
     lines += _machine_and_plots(metrics, plots)
     (out_dir / "report.md").write_text("\n".join(lines))
@@ -194,6 +202,86 @@ def _cold_start(m: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"| {name} | {_fmt(s[f'hr@{K}'])} | {_fmt(s[f'ndcg@{K}'])} | {_fmt(s['mrr'])} |"
         )
+    return lines
+
+
+def _long_tail(m: Mapping[str, Any]) -> list[str]:
+    """Scores of every system on the targets of rarely seen items."""
+    tail = m.get("long_tail")
+    if not tail:
+        return []
+    lines = [
+        "",
+        f"## Long tail ({tail['targets']} targets; {tail['scored']} warm cases, "
+        f"{_fmt(tail['share'], 3)} of the warm cases)",
+        "",
+        f"Targets whose item had fewer than {tail['below']} earlier target events (replay order, "
+        "any user; the target itself not counted). Warm cases only, so every system is scored "
+        "on the same cases; a user's first event is the cold-start slice above.",
+        "",
+        f"| system | HR@{K} | NDCG@{K} | cases |",
+        "|---|---|---|---|",
+    ]
+    for name, s in tail["systems"].items():
+        lines.append(f"| {name} | {_fmt(s[f'hr@{K}'])} | {_fmt(s[f'ndcg@{K}'])} | {s['n']} |")
+    return lines
+
+
+def _candidate_recall(m: Mapping[str, Any]) -> list[str]:
+    """Share of targets that were in the candidate pool of the scored list."""
+    rec = m.get("candidate_recall")
+    if not rec:
+        return []
+    lines = [
+        "",
+        "## Candidate recall",
+        "",
+        "Share of the scored targets whose item was in the candidate pool of the list the "
+        "target is scored against (the pool the engine ranked; a missed candidate cannot be "
+        "recommended by any fusion).",
+        "",
+    ]
+    if not rec["available"]:
+        return [*lines, f"{SYSTEM_UNDER_TEST}: {rec['note']}."]
+    systems = rec["systems"]
+    n_slices = len(next(iter(systems.values()))["by_slice"])
+    lines += [
+        "| system | overall | " + " | ".join(f"slice {i}" for i in range(n_slices)) + " |",
+        "|---|---|" + "---|" * n_slices,
+    ]
+    for name, r in systems.items():
+        row = [_fmt(v, 3) for v in r["by_slice"]]
+        lines.append(f"| {name} | {_fmt(r['overall'], 4)} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _ablations(m: Mapping[str, Any]) -> list[str]:
+    """HR and NDCG with and without exploration and MMR (only when the run asked for them)."""
+    abl = m.get("ablations")
+    if abl is None:
+        return []
+    full = m["systems"][SYSTEM_UNDER_TEST]
+    lines = [
+        "",
+        "## Ablations (in-process)",
+        "",
+        f"The same replay with one part of the ranking off; gain = `{SYSTEM_UNDER_TEST}` − "
+        "ablation (positive: the part helps).",
+        "",
+        f"| system | overrides | HR@{K} | NDCG@{K} | HR@{K} gain | NDCG@{K} gain | replay s |",
+        "|---|---|---|---|---|---|---|",
+        f"| {SYSTEM_UNDER_TEST} | – | {_fmt(full[f'hr@{K}'])} | {_fmt(full[f'ndcg@{K}'])} "
+        "| – | – | – |",
+    ]
+    for name, a in abl.items():
+        overrides = ", ".join(f"{k}={v}" for k, v in a["overrides"].items())
+        lines.append(
+            f"| {name} | {overrides} | {_fmt(a[f'hr@{K}'])} | {_fmt(a[f'ndcg@{K}'])} | "
+            f"{a[f'hr@{K}_gain']:+.4f} | {a[f'ndcg@{K}_gain']:+.4f} | {_fmt(a['wall_s'], 1)} |"
+        )
+    for name, why in m["skipped_systems"].items():
+        if name in ("no_exploration", "no_mmr"):
+            lines.append(f"| {name} | skipped: {why} |  |  |  |  |  |")
     return lines
 
 

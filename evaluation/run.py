@@ -35,7 +35,7 @@ from recstream.evaluation.baselines import (
     StaticEmbeddingSimilarity,
 )
 from recstream.evaluation.data import EvalData, item_vectors, load_data
-from recstream.evaluation.inprocess import inprocess_replays
+from recstream.evaluation.inprocess import ABLATIONS, ablation_replays, inprocess_replays
 from recstream.evaluation.metrics import percentiles
 from recstream.evaluation.plots import write_plots
 from recstream.evaluation.prequential import ScoreCard, is_target, slice_edges
@@ -46,13 +46,16 @@ from recstream.evaluation.scoring import (
     RECALL_K,
     SYSTEM_UNDER_TEST,
     K,
+    ablation_summary,
+    candidate_recall,
+    long_tail,
     mean_finite,
     run_baselines,
     score_pipeline,
     synthetic_extras,
 )
 from recstream.evaluation.sequence_baselines import RecentPopularity, SequenceKNN
-from recstream.models.errors import DatasetError, RecstreamError
+from recstream.models.errors import DatasetError, RecstreamError, ValidationError
 
 #: Default flow-control window of the replay, per worker (see run_eval): a worker's
 #: micro-batch (RECSTREAM_BATCH_MAX_EVENTS, 500), so that batches fill. Lists still reflect
@@ -74,6 +77,7 @@ def run_eval(
     fixed_weights: bool = True,
     encoder_factory: Callable[[Settings], Any],
     engine: str = "kafka",
+    ablations: bool = False,
 ) -> dict[str, Any]:
     """Replay `dataset` through the pipeline, score it and the baselines, write the outputs.
 
@@ -102,11 +106,16 @@ def run_eval(
             "inprocess" runs the workers' engine in this process over the same event order
             and micro-batches (recstream.evaluation.inprocess): no broker, minutes instead of
             an hour, the same scoring. It needs the item vectors (cached between runs).
+        ablations: also replay in-process with exploration off (exploration_share 0) and with
+            MMR off (mmr_trade_off 1), scored as `no_exploration` and `no_mmr` (issue #13 item
+            4). In-process only (raises ValidationError with the Kafka engine); fused ranker.
 
     Returns:
         The metrics dict written to metrics.json.
     """
     console = console or Console(stderr=True)
+    if ablations and engine != "inprocess":
+        raise ValidationError("--ablations needs --engine inprocess (three more Kafka replays)")
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(dataset, limit, seed)
@@ -126,10 +135,10 @@ def run_eval(
         if not vectors:
             raise DatasetError(f"the in-process engine needs item vectors: {vector_source}")
         encode = _text_encoder(settings, data, encoder_factory)
+        inprocess_cfg = run_settings(settings, out_dir)[0]
         result, fixed_result = inprocess_replays(
-            run_settings(settings, out_dir)[0], data, vectors, encode, console,
-            fixed_weights=fixed_weights,
-        )  # fmt: skip
+            inprocess_cfg, data, vectors, encode, console, fixed_weights=fixed_weights
+        )
     elif engine == "kafka":
         result, fixed_result = _replays(
             settings, data, out_dir, workers, rate, in_flight, console, fixed_weights=fixed_weights
@@ -169,6 +178,14 @@ def run_eval(
         fixed_card, _ = score(fixed_result)
     elif why := _fixed_weights_skipped(settings, fixed_result):
         skipped["fixed_weights"] = why
+    ablated: dict[str, ScoreCard] = {}
+    ablation_runs: dict[str, dict[str, Any]] = {}
+    if ablations and settings.ranker == "fused":
+        ablated, ablation_runs = ablation_replays(
+            inprocess_cfg, data, vectors or {}, encode, console, lambda r: score(r)[0]
+        )
+    elif ablations:
+        skipped.update(dict.fromkeys(ABLATIONS, f"the ranker is {settings.ranker!r}, not fused"))
     warm, cold = run_baselines(
         data.events,
         models,
@@ -182,6 +199,7 @@ def run_eval(
     cards = {SYSTEM_UNDER_TEST: pipeline_card, **warm}
     if fixed_card is not None:
         cards["fixed_weights"] = fixed_card
+    cards.update(ablated)
     n_targets = sum(1 for e in data.events if target(e))
     metrics = _metrics(
         data, dataset, limit, seed, result, cards, cold, n_cold, n_targets, skipped, workers, rate
@@ -192,6 +210,9 @@ def run_eval(
     metrics["machine"] = machine_info()
     if fixed_result is not None:
         metrics["run"]["fixed_weights"] = _fixed_weights_run(fixed_result)
+    metrics["long_tail"] = long_tail(data.events, target, cards)
+    metrics["candidate_recall"] = candidate_recall(cards, metrics["slices"]["edges"])
+    metrics["ablations"] = ablation_summary(cards, ablation_runs) if ablations else None
     extras = None
     if data.synthetic is not None:
         with console.status("synthetic ground truth ..."):

@@ -17,10 +17,12 @@ from recstream.config.settings import Settings
 from recstream.evaluation.baselines import Recommender
 from recstream.evaluation.data import EvalData
 from recstream.evaluation.prequential import (
+    LONG_TAIL_BELOW,
     ScoreCard,
     align,
     interest_from_top,
     is_target,
+    long_tail_cases,
     prediction_points,
     recovery_after_switch,
     slice_index,
@@ -115,9 +117,15 @@ def score_pipeline(
     n_users: int,
     vectors: Mapping[str, np.ndarray] | None,
 ) -> tuple[ScoreCard, int]:
-    """(warm-start scores of the published lists, number of cold-start targets)."""
+    """(warm-start scores of the published lists, number of cold-start targets).
+
+    Candidate recall per case: whether the target is in the pool of the list it is scored
+    against. Known only when the run's lists carry pools (the in-process runner); then a
+    missing list, or one without a pool, counts as the target not being a candidate.
+    """
     card = ScoreCard(K, RECALL_K)
     cold = 0
+    has_pools = any(r.candidates is not None for r in lists)
     for case in align(events, lists, key=lambda r: (r.user_id, r.event_id)):
         event = case.event
         if not target(event):
@@ -126,6 +134,7 @@ def score_pipeline(
             cold += 1
             continue
         ranked = None if case.prediction is None else list(case.prediction.items)
+        pool = None if case.prediction is None else case.prediction.candidates
         card.add(
             str(event["user_id"]),
             float(event["ts"]),
@@ -135,8 +144,76 @@ def score_pipeline(
             n_users=n_users,
             vectors=vectors,
             case_id=str(event["event_id"]),
+            in_pool=(pool is not None and str(event["item_id"]) in pool) if has_pools else None,
         )
     return card, cold
+
+
+# --- slices and ablations ----------------------------------------------------------------------
+def long_tail(
+    events: Sequence[Mapping[str, Any]],
+    target: Callable[[Mapping[str, Any]], bool],
+    cards: Mapping[str, ScoreCard],
+) -> dict[str, Any]:
+    """HR@K / NDCG@K per system on the targets whose item had < LONG_TAIL_BELOW earlier targets.
+
+    Over the warm cases (a user's first event is the cold-start slice), so every system is
+    scored on the same cases. ``targets`` counts every target in the slice, ``scored`` the warm
+    ones (the cases of each system's row), ``share`` scored / all warm cases.
+    """
+    cases = long_tail_cases(events, target, LONG_TAIL_BELOW)
+    systems = {name: card.subset(cases) for name, card in cards.items()}
+    reference = cards[SYSTEM_UNDER_TEST]
+    scored = int(systems[SYSTEM_UNDER_TEST]["n"])
+    return {
+        "below": LONG_TAIL_BELOW,
+        "definition": (
+            f"targets whose item had fewer than {LONG_TAIL_BELOW} earlier target events (replay "
+            "order, any user); warm cases only"
+        ),
+        "targets": len(cases),
+        "scored": scored,
+        "share": scored / len(reference) if len(reference) else math.nan,
+        "systems": systems,
+    }
+
+
+def candidate_recall(cards: Mapping[str, ScoreCard], edges: Sequence[float]) -> dict[str, Any]:
+    """Share of scored targets that were in the scored list's candidate pool, per system whose
+    lists carried pools (the engine's runs in-process), overall and per time slice."""
+    systems: dict[str, Any] = {}
+    for name, card in cards.items():
+        overall = card.summary()["candidate_recall"]
+        if overall is None or not len(card):
+            continue
+        systems[name] = {
+            "overall": overall,
+            "n": len(card),
+            "by_slice": [row["candidate_recall"] for row in card.slices(edges)],
+        }
+    note = None if systems else "n/a: the lists carry no candidate pool (the Kafka wire format)"
+    return {"available": bool(systems), "note": note, "systems": systems}
+
+
+def ablation_summary(
+    cards: Mapping[str, ScoreCard], runs: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Per ablation: its overrides, HR@K / NDCG@K and what the ablated part adds to the system
+    under test (``*_gain``: recstream − ablation; positive: the part helps)."""
+    full = cards[SYSTEM_UNDER_TEST].summary()
+    out: dict[str, Any] = {}
+    for name, run in runs.items():
+        if name not in cards:
+            continue
+        s = cards[name].summary()
+        out[name] = {
+            **run,
+            f"hr@{K}": s[f"hr@{K}"],
+            f"ndcg@{K}": s[f"ndcg@{K}"],
+            f"hr@{K}_gain": float(full[f"hr@{K}"] or 0) - float(s[f"hr@{K}"] or 0),
+            f"ndcg@{K}_gain": float(full[f"ndcg@{K}"] or 0) - float(s[f"ndcg@{K}"] or 0),
+        }
+    return out
 
 
 # --- synthetic extras --------------------------------------------------------------------------
