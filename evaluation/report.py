@@ -242,7 +242,7 @@ def _candidate_recall(m: Mapping[str, Any]) -> list[str]:
         "",
     ]
     if not rec["available"]:
-        return [*lines, f"{SYSTEM_UNDER_TEST}: {rec['note']}."]
+        return [*lines, f"`{SYSTEM_UNDER_TEST}`: {rec['note']}."]
     systems = rec["systems"]
     n_slices = len(next(iter(systems.values()))["by_slice"])
     lines += [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -25,18 +26,51 @@ ML_SMALL = Path(os.environ.get("RECSTREAM_ML_SMALL", "/work/shared/data/ml-lates
 # have a previous event. Override with RECSTREAM_EVAL_TEST_LIMIT.
 LIMIT = int(os.environ.get("RECSTREAM_EVAL_TEST_LIMIT", "600"))
 METRICS = ("hr@10", "ndcg@10", "recall@20", "mrr", "coverage")
+#: Every system the eval scores besides the engine runs (static_embedding needs the encoder).
+BASELINES = ("popularity", "item_knn", "recent_popularity", "sequence_knn", "static_embedding")
+SECTIONS = ("## Accuracy", "## Cold start", "## Long tail", "## Candidate recall", "## Per time")
 
 
-def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_path: Path) -> None:
-    if not (ML_SMALL / "ratings.csv").is_file():
-        pytest.skip(f"MovieLens latest-small not found at {ML_SMALL} (set RECSTREAM_ML_SMALL)")
-    settings = Settings(
-        bootstrap=broker.bootstrap_servers,
+def _settings(broker: Settings | None = None) -> Settings:
+    return Settings(
+        **({"bootstrap": broker.bootstrap_servers} if broker is not None else {}),
         events_partitions=4,
         recommendations_partitions=4,
         items_partitions=2,
         log_level="info",
     )
+
+
+def _check_systems(metrics: dict[str, Any], expected: tuple[str, ...]) -> None:
+    """Every expected system is scored on the same cases with every metric in range, in every
+    table of metrics.json: overall, per slice, cold start (baselines) and long tail."""
+    systems = metrics["systems"]
+    for name in BASELINES:
+        assert name in systems or name in metrics["skipped_systems"], name
+    present = [n for n in (*expected, *BASELINES) if n in systems]
+    assert {"recstream", "popularity", "item_knn", "recent_popularity", "sequence_knn"} <= set(
+        present
+    )
+    assert set(systems) == set(present), "a system the test does not know of"
+    for name in present:
+        assert systems[name]["n"] == systems["recstream"]["n"] > 0, name
+        for metric in METRICS:
+            assert systems[name][metric] is not None, (name, metric)
+            assert 0.0 <= systems[name][metric] <= 1.0, (name, metric)
+        assert len(metrics["slices"]["systems"][name]) == 10, name
+    assert set(metrics["cold_start"]["systems"]) == set(present) & set(BASELINES)
+    tail = metrics["long_tail"]
+    assert tail["below"] == 5 and 0 < tail["scored"] <= tail["targets"]
+    assert tail["scored"] <= systems["recstream"]["n"]
+    assert set(tail["systems"]) == set(present)
+    for name, row in tail["systems"].items():
+        assert row["n"] == tail["scored"] and 0.0 <= row["hr@10"] <= 1.0, name
+
+
+def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_path: Path) -> None:
+    if not (ML_SMALL / "ratings.csv").is_file():
+        pytest.skip(f"MovieLens latest-small not found at {ML_SMALL} (set RECSTREAM_ML_SMALL)")
+    settings = _settings(broker)
     out = tmp_path / "eval"
     run_eval(
         settings,
@@ -57,16 +91,12 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
     ranker = systems["recstream"]["ranker"]
     # The fused ranker with frozen weights is a second replay of the same events (η = 0).
     assert "fixed_weights" in systems or ranker == "popularity", metrics["skipped_systems"]
-    for name in ("recstream", "popularity", "item_knn", "fixed_weights"):
-        if name not in systems:
-            continue
-        assert set(METRICS) <= set(systems[name]), name
-        for metric in METRICS:
-            assert systems[name][metric] is not None, (name, metric)
-            assert 0.0 <= systems[name][metric] <= 1.0, (name, metric)
-    # The content baseline needs the text encoder; without it the report must say why.
-    assert "static_embedding" in systems or "static_embedding" in metrics["skipped_systems"]
-    assert systems["recstream"]["n"] == systems["popularity"]["n"] > 0
+    _check_systems(metrics, ("recstream", "fixed_weights"))
+    # Kafka lists carry no candidate pool, and ablations are in-process only (not asked for).
+    assert metrics["candidate_recall"]["available"] is False
+    assert metrics["candidate_recall"]["note"].startswith("n/a")
+    assert all(s["candidate_recall"] is None for s in systems.values())
+    assert metrics["ablations"] is None
     if "fixed_weights" in systems:
         assert systems["fixed_weights"]["n"] == systems["recstream"]["n"]
         assert systems["fixed_weights"]["missing"] == 0
@@ -81,7 +111,10 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
     assert metrics["run"]["unreflected"] == 0
     for name in ("report.md", "hr_over_time.png", "latency_hist.png", "weights.png"):
         assert (out / name).is_file(), name
-    assert "| recstream |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| recstream |" in report and "| sequence_knn |" in report
+    assert all(section in report for section in SECTIONS)
+    assert "recstream`: n/a" in report and "## Ablations" not in report
 
     if ranker == "popularity":
         pytest.xfail("the pipeline runs the popularity baseline: needs the fused ranker")
@@ -89,3 +122,41 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
         f"{ranker} HR@10 {systems['recstream']['hr@10']:.4f} <= popularity "
         f"{systems['popularity']['hr@10']:.4f}"
     )
+
+
+def test_eval_inprocess_with_ablations_reports_candidate_recall(tmp_path: Path) -> None:
+    """No broker: the in-process engine, its fixed-weights control and both ablations."""
+    if not (ML_SMALL / "ratings.csv").is_file():
+        pytest.skip(f"MovieLens latest-small not found at {ML_SMALL} (set RECSTREAM_ML_SMALL)")
+    out = tmp_path / "eval"
+    metrics = run_eval(
+        _settings(),
+        str(ML_SMALL),
+        out,
+        limit=LIMIT,
+        console=Console(stderr=True),
+        encoder_factory=encoder_from_settings,
+        engine="inprocess",
+        ablations=True,
+    )
+    assert metrics == json.loads((out / "metrics.json").read_text())
+    engine_runs = ("recstream", "fixed_weights", "no_exploration", "no_mmr")
+    _check_systems(metrics, engine_runs)
+    recall = metrics["candidate_recall"]
+    assert recall["available"] is True and set(recall["systems"]) == set(engine_runs)
+    for name, row in recall["systems"].items():
+        assert 0.0 < row["overall"] <= 1.0, name
+        assert metrics["systems"][name]["candidate_recall"] == row["overall"]
+        assert len(row["by_slice"]) == 10 and row["n"] == metrics["systems"][name]["n"]
+    # A hit needs the target among the candidates, up to exploration's few outside picks.
+    assert recall["systems"]["recstream"]["overall"] >= metrics["systems"]["recstream"]["hr@10"]
+    for name, override in (("no_exploration", "exploration_share"), ("no_mmr", "mmr_trade_off")):
+        ablation = metrics["ablations"][name]
+        assert set(ablation["overrides"]) == {override}
+        assert ablation["lists"] == LIMIT
+        assert ablation["hr@10"] == metrics["systems"][name]["hr@10"]
+        gain = metrics["systems"]["recstream"]["hr@10"] - ablation["hr@10"]
+        assert ablation["hr@10_gain"] == pytest.approx(gain)
+    report = (out / "report.md").read_text()
+    assert all(section in report for section in (*SECTIONS, "## Ablations"))
+    assert "| no_exploration | exploration_share=0.0 |" in report
