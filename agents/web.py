@@ -73,6 +73,7 @@ def register_web(
                 "bad_states": engine.bad_states,
                 "popular_items": len(engine.shared.popularity),
                 "covisit_items": len(engine.shared.covisit),
+                "sequence_items": len(engine.shared.sequence),
             }
         )
 

@@ -293,6 +293,28 @@ class Settings(BaseSettings):
     covisit_recent: int = Field(
         5, ge=1, description="Recent items per user used for co-visit pairs and candidates."
     )
+    sequence_window_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest gap (event-time s) between an item and one consumed next that "
+        "makes a sequential rule.",
+    )
+    sequence_steps: int = Field(
+        20, ge=1, description="Previous distinct items a new consumption makes rules with."
+    )
+    sequence_sources: int = Field(
+        10, ge=1, description="The user's last distinct items whose next items are candidates."
+    )
+    sequence_gap_half_life_s: float = Field(
+        3600.0, gt=0, description="Half-life (event-time s) of a source item's weight by its age."
+    )
+    sequence_half_life_s: float = Field(
+        365 * 86_400.0, gt=0, description="Half-life (event-time s) of sequential-rule mass."
+    )
+    sequence_neighbours: int = Field(100, ge=1, description="Next items kept per item (top-M).")
+    sequence_candidates: int = Field(
+        50, ge=0, description="Candidates the sequence signal adds to every pool."
+    )
     covisit_dedupe_capacity: int = Field(
         64, ge=1, description="Recently applied co-visit pair ids remembered per item."
     )

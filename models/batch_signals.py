@@ -3,8 +3,8 @@
 One matrix product scores every request's short and long interest vectors against the whole
 catalogue (float32, (2R × d)·(d × N)); the semantic candidates are each row's top
 `per_source` (argpartition), and the same product gives the semantic signals of every other
-candidate by a gather. Column order of the raw signal matrix (see ranker.py): semantic_short,
-semantic_long, covisit, trending, category, freshness.
+candidate by a gather. Column order of the raw signal matrix: the registry's
+(signals.py): semantic_short, semantic_long, covisit, trending, category, freshness, sequence.
 """
 
 from __future__ import annotations
@@ -17,16 +17,20 @@ import numpy as np
 import numpy.typing as npt
 
 from recstream.models.catalog import Catalog
+from recstream.models.sequence_rules import source_weights
 from recstream.models.shared_stats import SharedStats
+from recstream.models.signals import DEFAULT_SIGNAL_NAMES
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-N_SIGNALS = 6
+N_SIGNALS = len(DEFAULT_SIGNAL_NAMES)
 
 
 @dataclass(frozen=True)
 class SignalInputs:
-    """Per-request inputs. ``exclude``: catalogue rows the request may not return."""
+    """Per-request inputs. ``exclude``: catalogue rows the request may not return;
+    ``recent``: the (item, ts) pairs whose co-visits count; ``history``: the last distinct
+    (item, ts) consumptions whose next items count (sequence), both oldest first."""
 
     short: npt.NDArray[np.float32]
     long: npt.NDArray[np.float32]
@@ -34,6 +38,7 @@ class SignalInputs:
     recent: tuple[tuple[str, float], ...]
     exclude: IntArray
     category_mean: dict[str, float]
+    history: tuple[tuple[str, float], ...] = ()
 
 
 def unit(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
@@ -105,6 +110,26 @@ def covisit_scores(
     scores = np.exp(np.minimum(lms - shared.covisit_rate * at_ts, 700.0))
     summed = np.asarray(np.bincount(inverse, weights=scores, minlength=uniq.size), np.float64)
     return CoVisits(uniq, summed)
+
+
+def sequence_scores(
+    shared: SharedStats,
+    catalog: Catalog,
+    history: Sequence[tuple[str, float]],
+    at_ts: float,
+    *,
+    n_last: int,
+    gap_half_life_s: float,
+) -> CoVisits:
+    """Σ over the last `n_last` history items of weight × P(next = row | item), per row
+    (sequence_rules.py; weights by position and age at `at_ts`, s)."""
+    last = tuple(history[-n_last:])
+    uniq, inverse, probs, source = shared.sequence_hood(tuple(i for i, _ in last), catalog)
+    if not uniq.size:
+        return CoVisits.empty()
+    weight = source_weights(last, at_ts, n_last=n_last, gap_half_life_s=gap_half_life_s)
+    summed = np.bincount(inverse, weights=probs * weight[source], minlength=uniq.size)
+    return CoVisits(uniq, np.asarray(summed, dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -189,13 +214,17 @@ def candidate_pool(
     ctx: BatchContext,
     rank: IntArray,
     per_source: int,
+    sequence: CoVisits | None = None,
+    per_sequence: int = 0,
 ) -> IntArray:
     """Union of the semantic top rows (`semantic`, from semantic_tops), the strongest
-    co-visited rows and the most popular rows, without excluded or dead rows (−inf in the
-    request's row `sem` of semantic_scores); first-seen order."""
+    co-visited rows, the strongest `per_sequence` next items and the most popular rows,
+    without excluded or dead rows (−inf in the request's row `sem` of semantic_scores);
+    first-seen order."""
     parts: list[IntArray] = [semantic]
-    if covisit:
-        parts.append(covisit.rows[top_rows(covisit.values, per_source, rank[covisit.rows])])
+    for source, n in ((covisit, per_source), (sequence, per_sequence)):
+        if source and n > 0:
+            parts.append(source.rows[top_rows(source.values, n, rank[source.rows])])
     parts.append(ctx.popular)
     pool = np.concatenate(parts)
     _, first = np.unique(pool, return_index=True)
@@ -263,9 +292,11 @@ def raw_signals(
     *,
     pop_rate: float,
     fresh_rate: float,
+    sequences: Sequence[CoVisits] = (),
 ) -> FloatArray:
-    """Raw signals float64[len(rows), 6]: row j is catalogue row `rows[j]` as a candidate of
-    request `owner[j]` (vectorised over the whole batch; `covisits[r]` is request r's)."""
+    """Raw signals float64[len(rows), N_SIGNALS]: row j is catalogue row `rows[j]` as a
+    candidate of request `owner[j]` (vectorised over the whole batch; `covisits[r]` and
+    `sequences[r]` are request r's; no sequences: that column is 0)."""
     raw = np.zeros((rows.size, N_SIGNALS), dtype=np.float64)
     if rows.size == 0:
         return raw
@@ -279,11 +310,13 @@ def raw_signals(
     raw[:, 4] = means[owner[:, None], ctx.category_index[rows]].max(axis=1)
     age = np.maximum(at - catalog.item_ts[rows], 0.0)
     raw[:, 5] = np.where(np.isfinite(age), np.exp(-fresh_rate * age), 0.0)
+    if sequences:
+        raw[:, 6] = _covisit_column(rows, owner, sequences, catalog.rows)
     return raw
 
 
 def segment_bounds(raw: FloatArray, offsets: IntArray) -> tuple[FloatArray, FloatArray]:
-    """Per-segment column (min, max) of raw[offsets[s]:offsets[s+1]]: float64[S, 6] each;
+    """Per-segment column (min, max) of raw[offsets[s]:offsets[s+1]]: float64[S, k] each;
     zeros for an empty segment."""
     n_seg = offsets.size - 1
     lo = np.zeros((n_seg, raw.shape[1]))

@@ -40,6 +40,7 @@ from recstream.models.batch_signals import (
     segment_bounds,
     semantic_scores,
     semantic_tops,
+    sequence_scores,
     top_rows,
 )
 from recstream.models.catalog import Catalog
@@ -50,6 +51,7 @@ from recstream.models.exploration import allocate_from_posteriors
 from recstream.models.fusion import RankedItem, fuse, normalise_with
 from recstream.models.interest_posterior import category_evidence_from_text
 from recstream.models.interest_state import InterestEvent, InterestParams
+from recstream.models.sequence_rules import next_pairs
 from recstream.models.shared_stats import SharedDelta, SharedStats
 from recstream.models.signals import DEFAULT_SIGNALS
 from recstream.models.user_record import ServedList, UserRecord
@@ -83,6 +85,13 @@ class EngineParams:
     covisit_half_life_s: float = 30 * 86_400.0
     covisit_neighbours: int = 30
     covisit_recent: int = 5
+    sequence_window_s: float = 3600.0
+    sequence_steps: int = 20
+    sequence_sources: int = 10
+    sequence_gap_half_life_s: float = 3600.0
+    sequence_half_life_s: float = 365 * 86_400.0
+    sequence_neighbours: int = 100
+    sequence_candidates: int = 50
     popularity_half_life_s: float = 7 * 86_400.0
     freshness_half_life_s: float = 30 * 86_400.0
     window_short_s: float = 3600.0
@@ -90,6 +99,7 @@ class EngineParams:
     window_long_s: float = 86_400.0
     window_long_step_s: float = 6 * 3600.0
     served_kept: int = 3
+    feedback_baseline: Literal["pool", "served"] = "pool"
 
     def with_dim(self, dim: int) -> EngineParams:
         """The same hyperparameters for `dim`-wide vectors (the encoder's)."""
@@ -104,7 +114,14 @@ class EngineParams:
             popularity_half_life_s=self.popularity_half_life_s,
             covisit_half_life_s=self.covisit_half_life_s,
             covisit_capacity=self.covisit_neighbours,
+            sequence_half_life_s=self.sequence_half_life_s,
+            sequence_capacity=self.sequence_neighbours,
         )
+
+    @property
+    def recent_kept(self) -> int:
+        """Distinct recent items kept per user: enough for co-visits and sequence rules."""
+        return max(self.covisit_recent, self.sequence_steps, self.sequence_sources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +241,7 @@ class Recommender:
         self.pop_rate = decay.decay_rate(params.popularity_half_life_s)
         self.fresh_rate = decay.decay_rate(params.freshness_half_life_s)
         self.covisit_rate = decay.decay_rate(params.covisit_half_life_s)
+        self.sequence_rate = decay.decay_rate(params.sequence_half_life_s)
         self._centroids: tuple[int, list[str], npt.NDArray[np.float32] | None] | None = None
         self._gw_memo: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
 
@@ -255,6 +273,7 @@ class Recommender:
                 out.duplicates.append(ev.event_id)
                 continue
             if ev.user_id not in out.states:
+                upgraded(rec, len(SIGNAL_NAMES))
                 out.states[ev.user_id] = rec
                 consumed[ev.user_id] = self._consumed_rows(rec)
             sign = self._sign(ev)
@@ -310,8 +329,9 @@ class Recommender:
             consumed.append(row)
         weight = p.interest.weight_of(ev.event_type, ev.value)
         if ev.item_id is not None and weight > 0:
+            self._learn_next(rec, ev.item_id, ev.ts, delta)
             for inc in pair_increments(
-                rec.recent,
+                rec.recent[-p.covisit_recent :],
                 ev.item_id,
                 ev.ts,
                 window_s=p.covisit_window_s,
@@ -321,10 +341,19 @@ class Recommender:
                 delta.add_pair(inc.item_id, inc.neighbour_id, term)
             delta.add_popularity(ev.item_id, decay.log_term(weight, ev.ts, self.pop_rate))
             recent = [(i, t) for i, t in rec.recent if i != ev.item_id]
-            rec.recent = [*recent, (ev.item_id, ev.ts)][-p.covisit_recent :]
+            rec.recent = [*recent, (ev.item_id, ev.ts)][-p.recent_kept :]
         if weight > 0 and cats:
             rec.window_short.add(ev.ts, cats, p.window_short_s, p.window_short_step_s)
             rec.window_long.add(ev.ts, cats, p.window_long_s, p.window_long_step_s)
+
+    def _learn_next(self, rec: UserRecord, item_id: str, ts: float, delta: SharedDelta) -> None:
+        """The sequential rules (previous items → `item_id`) of a positive consumption."""
+        p = self.params
+        for pair in next_pairs(
+            rec.recent, item_id, ts, window_s=p.sequence_window_s, max_steps=p.sequence_steps
+        ):
+            term = decay.log_term(pair.strength, pair.ts, self.sequence_rate)
+            delta.add_next(pair.source, pair.following, term)
 
     def _snapshot(
         self,
@@ -348,7 +377,8 @@ class Recommender:
             short=st.score_vector("short", at) if st.event_count else zero,
             long=st.score_vector("long", at) if st.event_count else zero,
             at_ts=at,
-            recent=tuple(rec.recent),
+            recent=tuple(rec.recent[-self.params.covisit_recent :]),
+            history=tuple(rec.recent[-self.params.sequence_sources :]),
             exclude=np.unique(np.asarray(consumed[user_id], dtype=np.int64)),
             category_mean=mean,
         )
@@ -424,12 +454,7 @@ class Recommender:
         ctx = BatchContext.build(self.catalog, self.shared, 2 * p.candidates_per_source)
         publish = [i for i, r in enumerate(reqs) if r.publish]
         sem = semantic_scores(self.catalog, [reqs[i].inputs for i in publish])
-        covs = [
-            covisit_scores(self.shared, self.catalog, r.inputs.recent, r.inputs.at_ts)
-            if (r.publish or r.probe) and p.ranker == FUSED
-            else CoVisits.empty()
-            for r in reqs
-        ]
+        covs, seqs = self._neighbour_signals(reqs)
         pools = [np.zeros(0, dtype=np.int64)] * len(reqs)
         sem_rows: dict[int, npt.NDArray[np.float32]] = {}
         if p.ranker == FUSED:
@@ -441,8 +466,9 @@ class Recommender:
             sem_rows[i] = sem[j]
             if p.ranker == FUSED:
                 pools[i] = candidate_pool(
-                    sem[j], tops[j], covs[i], ctx, rank, p.candidates_per_source
-                )
+                    sem[j], tops[j], covs[i], ctx, rank, p.candidates_per_source,
+                    seqs[i], p.sequence_candidates,
+                )  # fmt: skip
         probe_at: dict[int, int] = {}
         probe_rows: list[int] = []
         for i, r in enumerate(reqs):
@@ -458,11 +484,35 @@ class Recommender:
         ).astype(np.int64)
         raw = raw_signals(
             rows, owner, [r.inputs for r in reqs], covs, ctx, self.catalog,
-            pop_rate=self.pop_rate, fresh_rate=self.fresh_rate,
+            pop_rate=self.pop_rate, fresh_rate=self.fresh_rate, sequences=seqs,
         )  # fmt: skip
         n = int(offsets[-1])
         lo, hi = segment_bounds(raw[:n], offsets)
         return BatchSignals(ctx, sem_rows, pools, offsets, raw[:n], lo, hi, raw[n:], probe_at)
+
+    def _neighbour_signals(self, reqs: Sequence[Request]) -> tuple[list[CoVisits], list[CoVisits]]:
+        """Per request, its co-visit and sequence scores (empty where no list or probe needs
+        them, and for the popularity ranker)."""
+        p = self.params
+        covs, seqs = [], []
+        for r in reqs:
+            if (r.publish or r.probe is not None) and p.ranker == FUSED:
+                inputs = r.inputs
+                covs.append(covisit_scores(self.shared, self.catalog, inputs.recent, inputs.at_ts))
+                seqs.append(
+                    sequence_scores(
+                        self.shared,
+                        self.catalog,
+                        inputs.history,
+                        inputs.at_ts,
+                        n_last=p.sequence_sources,
+                        gap_half_life_s=p.sequence_gap_half_life_s,
+                    )
+                )
+            else:
+                covs.append(CoVisits.empty())
+                seqs.append(CoVisits.empty())
+        return covs, seqs
 
     def _weights_for(self, own: dict[int, WeightState], shard: int) -> WeightState:
         if shard not in own:
@@ -497,7 +547,10 @@ class Recommender:
         served = rec.served_list(rec_id)
         if served is None or not served.items:
             return
-        mu = np.mean(np.asarray(list(served.items.values()), dtype=np.float64), axis=0)
+        if self.params.feedback_baseline == "pool" and served.pool_mean is not None:
+            mu = np.asarray(served.pool_mean, dtype=np.float64)
+        else:
+            mu = np.mean(np.asarray(list(served.items.values()), dtype=np.float64), axis=0)
         if item_id in served.items:
             d = np.asarray(served.items[item_id], dtype=np.float64)
         elif probe is not None and probe[0] == item_id:
@@ -536,6 +589,9 @@ class Recommender:
                 {r.item_id: [r.signals[n] for n in SIGNAL_NAMES] for r in items if r.signals},
                 bounds["lo"],
                 bounds["hi"],
+                normalised.mean(axis=0).tolist()
+                if p.feedback_baseline == "pool" and b > a
+                else None,
             )
             rec.served = [*rec.served, served][-p.served_kept :]
         lst = RecList(
@@ -687,6 +743,16 @@ def arm_rows(rows: IntArray, pop: npt.NDArray[np.float64], rank: IntArray, n: in
         rest = np.flatnonzero(~np.isfinite(pop))
         best = np.concatenate([best, rows[rest[np.argsort(rank[rest], kind="stable")]]])[:n]
     return np.asarray(best, dtype=np.int64)
+
+
+def upgraded(rec: UserRecord, k: int) -> UserRecord:
+    """`rec` (in place) for `k` signals: a record written before a signal was appended to the
+    registry gets weight 0 for it (WeightState.resized), and its served lists, whose signal
+    rows are shorter, are dropped (feedback on them is skipped; the next list has k)."""
+    if rec.weights.k < k:
+        rec.weights = rec.weights.resized(k)
+        rec.served = [s for s in rec.served if len(s.lo) == k]
+    return rec
 
 
 def top_interests(evidence: Mapping[str, float], n: int) -> list[dict[str, float | str]]:

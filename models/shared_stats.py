@@ -30,6 +30,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 #: SharedStats.neighbourhood: (distinct neighbour rows, index of each into them, log-masses).
 Neighbourhood = tuple[IntArray, IntArray, FloatArray]
+#: SharedStats.sequence_hood: a Neighbourhood of probabilities plus each entry's source index.
+SequenceHood = tuple[IntArray, IntArray, FloatArray, IntArray]
 _EMPTY = -math.inf
 
 
@@ -38,16 +40,18 @@ class SharedDelta:
     """What one shard learned in one batch. Log-terms are log(Σ w·e^(λ·ts)) of the batch.
 
     ``popularity``: item → log-term; ``covisit``: item → {neighbour → log-term};
-    ``weights``: the shard's global weight copy after the batch (None: unchanged).
+    ``weights``: the shard's global weight copy after the batch (None: unchanged);
+    ``sequence``: item → {item consumed next → log-term} (sequence_rules.py).
     """
 
     shard: int
     popularity: dict[str, float] = field(default_factory=dict)
     covisit: dict[str, dict[str, float]] = field(default_factory=dict)
     weights: list[float] | None = None
+    sequence: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.popularity or self.covisit or self.weights is not None)
+        return bool(self.popularity or self.covisit or self.sequence or self.weights is not None)
 
     def add_popularity(self, item_id: str, term: float) -> None:
         self.popularity[item_id] = decay.logaddexp(self.popularity.get(item_id, _EMPTY), term)
@@ -56,12 +60,17 @@ class SharedDelta:
         row = self.covisit.setdefault(item_id, {})
         row[neighbour_id] = decay.logaddexp(row.get(neighbour_id, _EMPTY), term)
 
+    def add_next(self, item_id: str, following_id: str, term: float) -> None:
+        row = self.sequence.setdefault(item_id, {})
+        row[following_id] = decay.logaddexp(row.get(following_id, _EMPTY), term)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "shard": self.shard,
             "popularity": self.popularity,
             "covisit": self.covisit,
             "weights": self.weights,
+            "sequence": self.sequence,
         }
 
     @classmethod
@@ -72,41 +81,51 @@ class SharedDelta:
             delta = cls(
                 shard=int(data["shard"]),
                 popularity={str(k): float(v) for k, v in dict(data["popularity"]).items()},
-                covisit={
-                    str(i): {str(n): float(t) for n, t in dict(nbs).items()}
-                    for i, nbs in dict(data["covisit"]).items()
-                },
+                covisit=_rows_from(data["covisit"]),
                 weights=None if weights is None else [float(w) for w in weights],
+                # Absent in the deltas of workers older than the sequence signal.
+                sequence=_rows_from(data.get("sequence", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"malformed shared delta: {exc!r}") from None
         terms = [*delta.popularity.values(), *(delta.weights or ())]
-        terms += [t for nbs in delta.covisit.values() for t in nbs.values()]
-        ids = [*delta.popularity, *delta.covisit]
-        ids += [n for nbs in delta.covisit.values() for n in nbs]
+        ids = [*delta.popularity]
+        for rows in (delta.covisit, delta.sequence):
+            terms += [t for nbs in rows.values() for t in nbs.values()]
+            ids += [*rows, *(n for nbs in rows.values() for n in nbs)]
         if not all(math.isfinite(t) for t in terms) or not all(ids):
             raise StateError("shared delta needs finite log-terms and weights, non-empty ids")
         return delta
 
     def split(self, max_pairs: int) -> Iterator[SharedDelta]:
-        """Pieces of at most ~`max_pairs` co-visit pairs each (records stay small); the
-        popularity and weights travel with the first piece."""
+        """Pieces of at most ~`max_pairs` co-visit and sequence pairs each (records stay
+        small); the popularity and weights travel with the first piece."""
         piece = SharedDelta(self.shard, dict(self.popularity), {}, self.weights)
         pairs = 0
-        for item_id, nbs in self.covisit.items():
+        rows = [("covisit", i, nbs) for i, nbs in self.covisit.items()]
+        rows += [("sequence", i, nbs) for i, nbs in self.sequence.items()]
+        for kind, item_id, nbs in rows:
             if pairs and pairs + len(nbs) > max_pairs:
                 yield piece
                 piece, pairs = SharedDelta(self.shard), 0
-            piece.covisit[item_id] = nbs
+            (piece.covisit if kind == "covisit" else piece.sequence)[item_id] = nbs
             pairs += len(nbs)
         yield piece
+
+
+def _rows_from(raw: Any) -> dict[str, dict[str, float]]:
+    """item → {item → log-term} from decoded JSON (TypeError/ValueError/... when not one)."""
+    return {
+        str(i): {str(n): float(t) for n, t in dict(nbs).items()} for i, nbs in dict(raw).items()
+    }
 
 
 class SharedStats:
     """One replica of the shared statistics. Hyperparameters are constructor arguments.
 
-    popularity_half_life_s / covisit_half_life_s: decay of the two masses (event-time s);
-    covisit_capacity: neighbours kept per item; k_signals: length of a weight vector.
+    popularity_half_life_s / covisit_half_life_s / sequence_half_life_s: decay of the three
+    masses (event-time s); covisit_capacity / sequence_capacity: neighbours (next items)
+    kept per item; k_signals: length of a weight vector.
     """
 
     def __init__(
@@ -116,6 +135,8 @@ class SharedStats:
         popularity_half_life_s: float,
         covisit_half_life_s: float,
         covisit_capacity: int,
+        sequence_half_life_s: float = 365 * 86_400.0,
+        sequence_capacity: int = 100,
     ) -> None:
         self.k = k_signals
         self.pop_rate = decay.decay_rate(popularity_half_life_s)
@@ -124,12 +145,20 @@ class SharedStats:
         self.covisit_capacity = covisit_capacity
         self.popularity: dict[str, float] = {}
         self.covisit: dict[str, CoVisitNeighbours] = {}
+        self.sequence_half_life_s = sequence_half_life_s
+        self.sequence_capacity = sequence_capacity
+        self.sequence: dict[str, CoVisitNeighbours] = {}
         self.shard_weights: dict[int, FloatArray] = {}
         self.version = 0
         self._pop_rows: tuple[tuple[int, int], FloatArray] | None = None
         self._nb_rows: dict[str, tuple[IntArray, FloatArray]] = {}
         self._nb_catalog = -1
         self._hoods: tuple[tuple[int, int], dict[tuple[str, ...], Neighbourhood]] = ((-1, -1), {})
+        self._next_rows: dict[str, tuple[IntArray, FloatArray]] = {}
+        self._seq_hoods: tuple[tuple[int, int], dict[tuple[str, ...], SequenceHood]] = (
+            (-1, -1),
+            {},
+        )
 
     # --- applying ------------------------------------------------------------------------------
     def apply(self, delta: SharedDelta) -> None:
@@ -145,6 +174,15 @@ class SharedStats:
             for neighbour_id, term in nbs.items():
                 entry.add_log_mass(neighbour_id, term)
             self._nb_rows.pop(item_id, None)
+        for item_id, nexts in delta.sequence.items():
+            rules = self.sequence.get(item_id)
+            if rules is None:
+                rules = self.sequence[item_id] = CoVisitNeighbours(
+                    self.sequence_capacity, self.sequence_half_life_s
+                )
+            for following_id, term in nexts.items():
+                rules.add_log_mass(following_id, term)
+            self._next_rows.pop(item_id, None)
         if delta.weights is not None and len(delta.weights) == self.k:
             self.shard_weights[delta.shard] = project_to_simplex(delta.weights)
         self.version += 1
@@ -181,21 +219,55 @@ class SharedStats:
             self._hoods = (stamp, {})
         hit = self._hoods[1].get(items)
         if hit is None:
-            found = [self.neighbours(item_id, catalog) for item_id in items]
-            found = [(r, lm) for r, lm in found if r.size]
-            if not found:
-                hit = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
-            else:
-                rows = np.concatenate([r for r, _ in found])
-                uniq, inverse = np.unique(rows, return_inverse=True)
-                hit = (uniq, inverse, np.concatenate([lm for _, lm in found]))
+            hit = _stacked([self.neighbours(item_id, catalog) for item_id in items])[:3]
             self._hoods[1][items] = hit
+        return hit
+
+    def sequence_hood(self, items: tuple[str, ...], catalog: Catalog) -> SequenceHood:
+        """The next items of `items` (sources, in order): (distinct rows, each entry's index
+        into them, each entry's P(next = row | source), each entry's source index into
+        `items`). Memoised until the statistics or the catalogue change (a user's requests
+        in one batch mostly share their sources; only the sources' weights differ)."""
+        stamp = (self.version, catalog.version)
+        if self._seq_hoods[0] != stamp:
+            self._seq_hoods = (stamp, {})
+        hit = self._seq_hoods[1].get(items)
+        if hit is None:
+            hit = _stacked([self.next_items(item_id, catalog) for item_id in items])
+            self._seq_hoods[1][items] = hit
+        return hit
+
+    def next_items(self, item_id: str, catalog: Catalog) -> tuple[IntArray, FloatArray]:
+        """(rows, P(next = row | item)) of the items consumed next after `item_id` that are
+        in the catalogue. P is the rule mass over the row's total (every kept rule, in the
+        catalogue or not): the same at any event time, since a row's masses decay alike."""
+        if self._nb_catalog != catalog.version:
+            self._nb_rows.clear()
+            self._next_rows.clear()
+            self._nb_catalog = catalog.version
+        hit = self._next_rows.get(item_id)
+        if hit is None:
+            rules = self.sequence.get(item_id)
+            masses = rules.log_masses() if rules is not None else {}
+            lms = np.fromiter(masses.values(), dtype=np.float64, count=len(masses))
+            probs = np.exp(lms - lms.max()) if lms.size else lms
+            probs = probs / probs.sum() if lms.size else probs
+            pairs = [
+                (catalog.row_of.get(n), p) for n, p in zip(masses, probs.tolist(), strict=True)
+            ]
+            kept = [(r, p) for r, p in pairs if r is not None]
+            hit = (
+                np.array([r for r, _ in kept], dtype=np.int64),
+                np.array([p for _, p in kept], dtype=np.float64),
+            )
+            self._next_rows[item_id] = hit
         return hit
 
     def neighbours(self, item_id: str, catalog: Catalog) -> tuple[IntArray, FloatArray]:
         """(rows, log-masses) of an item's co-visited neighbours that are in the catalogue."""
         if self._nb_catalog != catalog.version:
             self._nb_rows.clear()
+            self._next_rows.clear()
             self._nb_catalog = catalog.version
         hit = self._nb_rows.get(item_id)
         if hit is None:
@@ -209,3 +281,17 @@ class SharedStats:
             )
             self._nb_rows[item_id] = hit
         return hit
+
+
+def _stacked(found: list[tuple[IntArray, FloatArray]]) -> SequenceHood:
+    """Per-source (rows, values) stacked source by source: (distinct rows, each entry's
+    index into them, the values, each entry's source index)."""
+    sizes = [r.size for r, _ in found]
+    if not sum(sizes):
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float64), empty
+    rows = np.concatenate([r for r, _ in found])
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    source = np.repeat(np.arange(len(found), dtype=np.int64), sizes)
+    values = np.concatenate([v for _, v in found])
+    return uniq, inverse.astype(np.int64), values, source

@@ -29,6 +29,7 @@ DEFAULT_SIGNAL_NAMES: tuple[str, ...] = (
     "trending",  # recent popularity
     "category",  # category affinity from the user's category posterior
     "freshness",  # item age (newer is higher)
+    "sequence",  # what users consume next after the user's last items (sequence_rules.py)
 )
 
 

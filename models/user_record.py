@@ -33,15 +33,21 @@ _WLEN = struct.Struct("<H")
 
 @dataclass
 class ServedList:
-    """A list as served: item → normalised signal row, and the raw per-signal bounds."""
+    """A list as served: item → normalised signal row, the raw per-signal bounds and, when
+    the engine keeps it, the mean normalised signal row of the whole candidate pool."""
 
     rec_id: str
     items: dict[str, list[float]]
     lo: list[float]
     hi: list[float]
+    pool_mean: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"rec_id": self.rec_id, "items": self.items, "lo": self.lo, "hi": self.hi}
+        out: dict[str, Any] = {"rec_id": self.rec_id, "items": self.items, "lo": self.lo}
+        out["hi"] = self.hi
+        if self.pool_mean is not None:
+            out["mean"] = self.pool_mean
+        return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> ServedList:
@@ -50,6 +56,7 @@ class ServedList:
             items={str(i): [float(x) for x in row] for i, row in dict(raw["items"]).items()},
             lo=[float(x) for x in raw["lo"]],
             hi=[float(x) for x in raw["hi"]],
+            pool_mean=None if raw.get("mean") is None else [float(x) for x in raw["mean"]],
         )
 
 
@@ -130,6 +137,7 @@ class UserRecord:
             values.extend(x for row in s.items.values() for x in row)
             values.extend(s.lo)
             values.extend(s.hi)
+            values.extend(s.pool_mean or ())
         for w in (self.window_short, self.window_long):
             values.extend(w.buckets)
             values.extend(c for counts in w.buckets.values() for c in counts.values())

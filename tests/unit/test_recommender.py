@@ -31,9 +31,9 @@ from recstream.models.recommender import (
     Recommender,
     rec_id_for,
 )
-from recstream.models.shared_stats import SharedStats
+from recstream.models.shared_stats import SharedDelta, SharedStats
 from recstream.models.user_record import ServedList, UserRecord
-from recstream.models.weights import SIMPLEX_TOL
+from recstream.models.weights import SIMPLEX_TOL, WeightState
 
 FAST = settings(max_examples=20, deadline=None)
 D = 8
@@ -422,7 +422,12 @@ def test_feedback_on_a_served_list_moves_weight_toward_the_clicked_items_signal(
     hot = [0.0] * len(SIGNAL_NAMES)
     hot[fresh] = 1.0
     rec.served = [
-        ServedList("r1", {"i01": hot, "i02": [0.0] * 6, "i03": [0.0] * 6}, [0.0] * 6, [1.0] * 6)
+        ServedList(
+            "r1",
+            {"i01": hot, "i02": [0.0] * len(SIGNAL_NAMES), "i03": [0.0] * len(SIGNAL_NAMES)},
+            [0.0] * len(SIGNAL_NAMES),
+            [1.0] * len(SIGNAL_NAMES),
+        )
     ]
     applied, _ = run([ev("u9", 1, "click", "i01", rec_id="r1")], states={"u9": rec})
     w = applied.states["u9"].weights
@@ -439,16 +444,18 @@ def test_feedback_on_a_served_list_moves_weight_toward_the_clicked_items_signal(
 
 
 def test_repeated_clicks_on_fresh_items_shift_weight_to_freshness() -> None:
-    """Closed loop: each click goes to the served item most above its list on freshness."""
+    """Closed loop: each click goes to the served item most above the feedback baseline μ
+    (the mean of the list's candidate pool) on freshness."""
     fresh = SIGNAL_NAMES.index("freshness")
     eng = engine()
     states: dict[str, UserRecord] = {}
     applied = eng.apply(states, [ev("u9", 0, "view", ITEMS[0])])
     lst = eng.rank(applied)[-1]
     states = applied.states
-    for n in range(1, 16):
+    for n in range(1, 26):
         fused = [r for r in lst.items if not r.explored]
-        mean = np.mean([[r.signals[s] for s in SIGNAL_NAMES] for r in fused], axis=0)
+        mean = states["u9"].served[-1].pool_mean
+        assert mean is not None
         pick = max(fused, key=lambda r: (r.signals["freshness"] - mean[fresh], r.item_id))
         click = ev("u9", n, "click", pick.item_id, rec_id=lst.rec_id)
         applied = eng.apply(states, [click])
@@ -490,3 +497,49 @@ def test_popularity_ranker_serves_popular_unconsumed_items() -> None:
         key=lambda i: (-SHARED.popularity[i], i),
     )
     assert ids == popular[: PARAMS.k]
+
+
+def test_deltas_carry_directed_sequence_rules_within_the_window() -> None:
+    w = PARAMS.sequence_window_s
+    events = [
+        ev("u7", 0, "click", "i01"),
+        ev("u7", 1, "view", "i02"),  # 60 s later: i01 → i02
+        ev("u7", 2, "click", "i03"),  # i02 → i03 (step 1), i01 → i03 (step 2)
+        ev("u7", 3, "click", "i01"),  # a re-consumption teaches no rule
+        replace(ev("u7", 4, "click", "i04"), ts=T0 + 180.0 + w + 1.0),  # out of every window
+    ]
+    applied, _ = run(events, states={})
+    seq = applied.deltas[0].sequence
+    assert {(i, n) for i, nbs in seq.items() for n in nbs} == {
+        ("i01", "i02"),
+        ("i02", "i03"),
+        ("i01", "i03"),
+    }
+    rate = decay.decay_rate(PARAMS.sequence_half_life_s)
+    assert seq["i01"]["i03"] == pytest.approx(decay.log_term(0.5, T0 + 120.0, rate))
+    assert [i for i, _ in applied.states["u7"].recent] == ["i02", "i03", "i01", "i04"]
+
+
+def test_next_items_of_the_latest_item_are_candidates_with_a_sequence_signal() -> None:
+    eng = engine()
+    after = "i33"
+    delta = SharedDelta(0, sequence={"i05": {after: 0.0}})
+    eng.shared.apply(delta)
+    applied = eng.apply({}, [ev("u8", 1, "click", "i05")])
+    (lst,) = eng.rank(applied)
+    assert eng.catalog.row_of[after] in lst.pool.tolist()
+    col = SIGNAL_NAMES.index("sequence")
+    served = applied.states["u8"].served[-1]
+    assert served.hi[col] > 0.0  # the pool's strongest next item has the signal
+
+
+def test_a_record_from_before_the_sequence_signal_is_upgraded() -> None:
+    old = engine().new_state()
+    old.weights = WeightState(np.full(6, 1 / 6), n=3)
+    old.served = [ServedList("r0", {"i01": [0.0] * 6}, [0.0] * 6, [1.0] * 6)]
+    applied, lists = run([ev("u5", 1, "click", "i01", rec_id="r0")], states={"u5": old})
+    rec = applied.states["u5"]
+    assert rec.weights.k == len(SIGNAL_NAMES)
+    assert rec.weights.weights[SIGNAL_NAMES.index("sequence")] == 0.0
+    assert rec.weights.n == 3  # feedback on a six-signal list is skipped, not misread
+    assert [s.rec_id for s in rec.served] == [lists[0].rec_id]

@@ -33,6 +33,9 @@ def deltas(draw: st.DrawFn, shard: int | None = None) -> SharedDelta:
     for a, b, term in draw(st.lists(st.tuples(item_ids, item_ids, log_terms), max_size=12)):
         if a != b:
             d.add_pair(a, b, term)
+    for a, b, term in draw(st.lists(st.tuples(item_ids, item_ids, log_terms), max_size=12)):
+        if a != b:
+            d.add_next(a, b, term)
     d.weights = draw(st.one_of(st.none(), weight_lists))
     return d
 
@@ -43,8 +46,10 @@ def stats(capacity: int = 30) -> SharedStats:
     )
 
 
-def pairs_of(d: SharedDelta) -> list[tuple[str, str, float]]:
-    return sorted((i, n, t) for i, nbs in d.covisit.items() for n, t in nbs.items())
+def pairs_of(d: SharedDelta) -> list[tuple[str, str, str, float]]:
+    """Every (kind, item, neighbour, log-term) of a delta's co-visit and sequence rows."""
+    rows = (("covisit", d.covisit), ("sequence", d.sequence))
+    return sorted((k, i, n, t) for k, r in rows for i, nbs in r.items() for n, t in nbs.items())
 
 
 # --- SharedDelta ---------------------------------------------------------------------------
@@ -93,6 +98,9 @@ def test_delta_round_trips_through_json(d: SharedDelta) -> None:
         {"shard": 0, "popularity": {"a": -math.inf}, "covisit": {}},
         {"shard": 0, "popularity": {}, "covisit": {"a": {"b": math.nan}}},
         {"shard": 0, "popularity": {}, "covisit": {"": {"b": 1.0}}},
+        {"shard": 0, "popularity": {}, "covisit": {}, "sequence": {"a": 1.0}},
+        {"shard": 0, "popularity": {}, "covisit": {}, "sequence": {"a": {"b": math.nan}}},
+        {"shard": 0, "popularity": {}, "covisit": {}, "sequence": {"a": {"": 1.0}}},
     ],
 )
 def test_from_dict_rejects_malformed_input(data: Any) -> None:
@@ -130,23 +138,25 @@ def test_split_keeps_every_pair_once_and_the_rest_in_the_first_piece(
     assert all(p.shard == d.shard for p in pieces)
     for p in rest:
         assert p.popularity == {} and p.weights is None
-        assert p.covisit  # no empty trailing pieces
+        assert p.covisit or p.sequence  # no empty trailing pieces
     merged = sorted(x for p in pieces for x in pairs_of(p))
     assert merged == pairs_of(d)  # every pair exactly once
-    items = [i for p in pieces for i in p.covisit]
-    assert len(items) == len(set(items))  # an item's neighbours are not split across pieces
+    for kind in ("covisit", "sequence"):
+        items = [i for p in pieces for i in getattr(p, kind)]
+        assert len(items) == len(set(items))  # an item's row is not split across pieces
     for p in pieces:
-        n = sum(len(nbs) for nbs in p.covisit.values())
-        assert n <= max_pairs or len(p.covisit) == 1  # only a single large item may exceed
+        n = sum(len(nbs) for nbs in [*p.covisit.values(), *p.sequence.values()])
+        assert n <= max_pairs or len(p.covisit) + len(p.sequence) == 1  # one large row may
     # Applying the pieces is the same as applying the whole.
     whole, split = stats(), stats()
     whole.apply(d)
     for p in pieces:
         split.apply(p)
     assert split.popularity == whole.popularity
-    assert {i: e.log_masses() for i, e in split.covisit.items()} == {
-        i: e.log_masses() for i, e in whole.covisit.items()
-    }
+    for kind in ("covisit", "sequence"):
+        assert {i: e.log_masses() for i, e in getattr(split, kind).items()} == {
+            i: e.log_masses() for i, e in getattr(whole, kind).items()
+        }
     assert split.shard_weights.keys() == whole.shard_weights.keys()
 
 
@@ -294,3 +304,29 @@ def test_a_delta_from_the_engine_rates_decays_like_decay_log_term() -> None:
     s.apply(d)
     # One half-life later the decayed score has halved.
     assert decay.score(s.popularity["a"], 1000.0 + 3600.0, s.pop_rate) == pytest.approx(1.0)
+
+
+def test_a_delta_without_sequence_rules_is_read_as_none() -> None:
+    """Deltas of workers older than the sequence signal carry no "sequence" key."""
+    d = SharedDelta.from_dict({"shard": 1, "popularity": {"a": 1.0}, "covisit": {}})
+    assert d.sequence == {} and d.popularity == {"a": 1.0}
+
+
+def test_next_items_are_each_rows_next_item_distribution() -> None:
+    s = stats()
+    cat = Catalog(2, capacity=4)
+    for n, item_id in enumerate(["a", "b", "c"]):
+        cat.upsert(item_id, np.array([1.0, float(n)], dtype=np.float32))
+    s.apply(SharedDelta(0, sequence={"a": {"b": math.log(3.0), "ghost": 0.0}}))
+    rows, probs = s.next_items("a", cat)
+    # ghost (not in the catalogue) keeps its share of the row total: P(b | a) = 3 / 4.
+    assert rows.tolist() == [cat.row_of["b"]] and probs.tolist() == pytest.approx([0.75])
+    s.apply(SharedDelta(0, sequence={"a": {"c": math.log(4.0)}}))
+    rows, probs = s.next_items("a", cat)  # the memo follows the delta
+    assert dict(zip(rows.tolist(), probs.tolist(), strict=True)) == pytest.approx(
+        {cat.row_of["b"]: 3 / 8, cat.row_of["c"]: 4 / 8}
+    )
+    uniq, inverse, p, source = s.sequence_hood(("c", "a"), cat)
+    assert source.tolist() == [1, 1] and uniq[inverse].tolist() == rows.tolist()
+    assert p.tolist() == probs.tolist()
+    assert s.next_items("zz", cat)[0].size == 0

@@ -22,12 +22,13 @@ def test_default_registry_order_and_frozen() -> None:
             "trending",
             "category",
             "freshness",
+            "sequence",
         )
     )
     assert DEFAULT_SIGNALS.frozen
     with pytest.raises(StateError):
-        DEFAULT_SIGNALS.register("sequence")
-    assert len(DEFAULT_SIGNALS) == 6
+        DEFAULT_SIGNALS.register("sasrec")
+    assert len(DEFAULT_SIGNALS) == 7
 
 
 def test_register_appends_and_indexes() -> None:
@@ -44,21 +45,21 @@ def test_register_appends_and_indexes() -> None:
 
 
 def test_extended_plugs_in_a_signal_without_touching_the_original() -> None:
-    extended = DEFAULT_SIGNALS.extended("sequence")
-    assert extended.names == (*DEFAULT_SIGNAL_NAMES, "sequence")
-    assert extended.index("sequence") == 6
+    extended = DEFAULT_SIGNALS.extended("sasrec")
+    assert extended.names == (*DEFAULT_SIGNAL_NAMES, "sasrec")
+    assert extended.index("sasrec") == 7
     assert not extended.frozen
     assert DEFAULT_SIGNALS.names == DEFAULT_SIGNAL_NAMES
 
 
 def test_vector_missing_is_zero_unknown_raises() -> None:
     v = DEFAULT_SIGNALS.vector({"trending": 2.5, "semantic_short": 0.9})
-    np.testing.assert_array_equal(v, [0.9, 0.0, 0.0, 2.5, 0.0, 0.0])
+    np.testing.assert_array_equal(v, [0.9, 0.0, 0.0, 2.5, 0.0, 0.0, 0.0])
     assert v.dtype == np.float64
     with pytest.raises(ValidationError):
         DEFAULT_SIGNALS.vector({"trendng": 1.0})
     np.testing.assert_array_equal(
-        DEFAULT_SIGNALS.vector({"trendng": 1.0}, strict=False), np.zeros(6)
+        DEFAULT_SIGNALS.vector({"trendng": 1.0}, strict=False), np.zeros(7)
     )
 
 
@@ -66,14 +67,14 @@ def test_vector_missing_is_zero_unknown_raises() -> None:
 @given(
     st.lists(
         st.dictionaries(
-            st.sampled_from(DEFAULT_SIGNAL_NAMES), st.floats(-5, 5, allow_nan=False), max_size=6
+            st.sampled_from(DEFAULT_SIGNAL_NAMES), st.floats(-5, 5, allow_nan=False), max_size=7
         ),
         max_size=8,
     )
 )
 def test_matrix_rows_match_vectors(rows: list[dict[str, float]]) -> None:
     matrix = DEFAULT_SIGNALS.matrix(rows)
-    assert matrix.shape == (len(rows), 6)
+    assert matrix.shape == (len(rows), 7)
     for i, row in enumerate(rows):
         for name, value in row.items():
             assert matrix[i, DEFAULT_SIGNALS.index(name)] == value
