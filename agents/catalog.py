@@ -7,11 +7,12 @@ item embedder (see embedding.py for the whole flow).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import faust
+import numpy as np
 
+from recstream.agents.current_event import as_current_event
 from recstream.agents.dead_letters import send_dead_letter
 from recstream.agents.embedding import EmbeddingRuntime, encode_vector
 from recstream.agents.offsets import OffsetGapGuard
@@ -20,8 +21,21 @@ from recstream.config.settings import Settings
 from recstream.models.errors import ValidationError
 from recstream.models.item_text import item_text, text_key
 from recstream.streams.codecs import Limits, decode_item
-from recstream.streams.records import EmbedRequest, ItemVector
+from recstream.streams.records import EmbedRequest
 from recstream.streams.topics import Topics
+
+
+class Write(Protocol):
+    """Writes (or with None deletes) a catalog entry and mirrors it into the runtime; the
+    vector as an array when the caller has it, and whether to run the cluster refit check."""
+
+    def __call__(
+        self,
+        item_id: str,
+        entry: dict[str, Any] | None,
+        vector: np.ndarray | None = None,
+        refresh: bool = True,
+    ) -> None: ...
 
 
 def register_catalog(
@@ -34,20 +48,47 @@ def register_catalog(
     """The catalogue agents: items → catalog table (+ embed requests), embed requests →
     vectors (micro-batches), vectors → the catalog entry whose text they embed."""
 
-    def write(item_id: str, entry: dict[str, Any] | None) -> None:
+    def write(
+        item_id: str,
+        entry: dict[str, Any] | None,
+        vector: np.ndarray | None = None,
+        refresh: bool = True,
+    ) -> None:
         # Local writes are not read back from the changelog on this worker: mirror them here.
         if entry is None:
             if item_id in tables.catalog:
                 del tables.catalog[item_id]
         else:
             tables.catalog[item_id] = entry
-        runtime.apply_catalog(item_id, entry)
+        runtime.apply_catalog(item_id, entry, vector, refresh=refresh)
 
     return {
         "items": _items_agent(app, settings, topics, tables, runtime, write),
-        "item_embedder": _embedder_agent(app, settings, topics, runtime),
+        "item_embedder": _embedder_agent(app, settings, topics, tables, runtime, write),
         "item_vectors": _vectors_agent(app, settings, topics, tables, write),
     }
+
+
+def attach_vector(
+    tables: Tables,
+    write: Write,
+    item_id: str,
+    text_key: str,
+    vec_text: str | None,
+    vector: np.ndarray | None = None,
+    refresh: bool = True,
+) -> bool:
+    """Give the catalog entry of ``item_id`` the vector of ``text_key``; False (nothing
+    written) when that text is no longer the entry's.
+
+    Only the text that is still current gets the vector: the item may have been updated
+    (another text_key) or deleted (no entry) while it was being embedded.
+    """
+    entry = tables.catalog.get(item_id)
+    if entry is None or entry.get("text_key") != text_key:
+        return False
+    write(item_id, dict(entry, vec=vec_text), vector, refresh)
+    return True
 
 
 def catalog_entry(
@@ -81,7 +122,7 @@ def _items_agent(
     topics: Topics,
     tables: Tables,
     runtime: EmbeddingRuntime,
-    write: Callable[[str, dict[str, Any] | None], None],
+    write: Write,
 ) -> faust.types.AgentT:
     limits = Limits.from_settings(settings)
     guard = OffsetGapGuard(app, [topics.items.get_topic_name()])
@@ -120,7 +161,12 @@ def _items_agent(
 
 
 def _embedder_agent(
-    app: faust.App, settings: Settings, topics: Topics, runtime: EmbeddingRuntime
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    tables: Tables,
+    runtime: EmbeddingRuntime,
+    write: Write,
 ) -> faust.types.AgentT:
     guard = OffsetGapGuard(app, [topics.item_embed.get_topic_name()])
 
@@ -129,15 +175,19 @@ def _embedder_agent(
         async for events in guard.batches(stream, settings.embed_batch_size, settings.embed_wait_s):
             batch = [event.value for event in events]
             vectors = await runtime.embed([r.text_key for r in batch], [r.text for r in batch])
-            for req, vec in zip(batch, vectors, strict=True):
-                await topics.item_vectors.send(
-                    key=req.item_id,
-                    value=ItemVector(
-                        item_id=req.item_id,
-                        text_key=req.text_key,
-                        vec=None if vec is None else encode_vector(vec),
-                    ),
-                )
+            # Written into the catalog here, not sent on through item-vectors: this worker
+            # owns the item's partition either way, and that hop cost a 2 KB record out and
+            # back in, its JSON and a second base64 decode per item. The cluster refit check
+            # runs once for the batch.
+            for event, req, vec in zip(events, batch, vectors, strict=True):
+                if vec is None:  # empty text: the entry keeps vec None
+                    continue
+                # The request's event is the table write's context: its partition is the
+                # item's (item-embed is keyed and partitioned like items and the catalog).
+                with as_current_event(event):
+                    text = encode_vector(vec)
+                    attach_vector(tables, write, req.item_id, req.text_key, text, vec, False)
+            runtime.maybe_refresh_clusters()
 
     return item_embedder
 
@@ -147,17 +197,13 @@ def _vectors_agent(
     settings: Settings,
     topics: Topics,
     tables: Tables,
-    write: Callable[[str, dict[str, Any] | None], None],
+    write: Write,
 ) -> faust.types.AgentT:
+    # Vectors made elsewhere (another embedding service, a backfill): the item embedder above
+    # writes its own vectors into the catalog directly.
     @app.agent(topics.item_vectors, name=f"{settings.app_id}.item-vectors", concurrency=1)
     async def item_vectors(stream: faust.StreamT) -> None:
         async for result in stream:
-            entry = tables.catalog.get(result.item_id)
-            # Only the text that is still current gets the vector: the item may have been
-            # updated (another text_key) or deleted (no entry) while it was being embedded.
-            if entry is None or entry.get("text_key") != result.text_key:
-                continue
-            entry = dict(entry, vec=result.vec)
-            write(result.item_id, entry)
+            attach_vector(tables, write, result.item_id, result.text_key, result.vec)
 
     return item_vectors

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -190,13 +191,16 @@ def fit_centroids(
     *,
     n_init: int = 4,
     batch_size: int | None = None,
+    init: npt.ArrayLike | None = None,
 ) -> FloatArray:
     """k unit-norm centroids (k, d) from k-means on the L2-normalised rows of `vectors`.
 
     For catalogues without categories: clusters stand in for categories (see
     `cluster_labels`). batch_size=None runs full KMeans; an int runs MiniBatchKMeans with that
-    batch size (for large catalogues). Deterministic for a given int seed. Needs at least k
-    distinct directions (ValidationError otherwise).
+    batch size (for large catalogues). `init`: starting centres (k, d), e.g. those of the last
+    fit (then one run, whatever n_init says: restarts from one start are the same run).
+    Deterministic for a given int seed. Needs at least k distinct directions (ValidationError
+    otherwise).
     """
     if k < 1:
         raise ValidationError(f"k must be >= 1, got {k}")
@@ -205,15 +209,21 @@ def fit_centroids(
     x = _unit_rows(vectors, "vectors")
     if np.unique(x, axis=0).shape[0] < k:
         raise ValidationError(f"need at least k={k} distinct vector directions")
+    start: Any = "k-means++"
+    if init is not None:
+        start = _unit_rows(init, "init", allow_zero=True)
+        if start.shape != (k, x.shape[1]):
+            raise ValidationError(f"init must have shape ({k}, {x.shape[1]}), got {start.shape}")
+        n_init = 1
     state = seed if isinstance(seed, int) else int(seed.integers(0, 2**31 - 1))
     model: KMeans | MiniBatchKMeans
     if batch_size is None:
-        model = KMeans(n_clusters=k, n_init=n_init, random_state=state)
+        model = KMeans(n_clusters=k, init=start, n_init=n_init, random_state=state)
     else:
         if batch_size < 1:
             raise ValidationError(f"batch_size must be >= 1, got {batch_size}")
         model = MiniBatchKMeans(
-            n_clusters=k, n_init=n_init, batch_size=batch_size, random_state=state
+            n_clusters=k, init=start, n_init=n_init, batch_size=batch_size, random_state=state
         )
     model.fit(x)
     centres = np.asarray(model.cluster_centers_, dtype=np.float64)

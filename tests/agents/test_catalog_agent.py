@@ -219,32 +219,33 @@ def test_changed_categories_move_the_item_in_the_category_map(
     run_scenario(scenario)
 
 
-def test_item_embedder_sends_vectors_that_complete_the_entry(run_scenario: RunScenario) -> None:
+def test_item_embedder_completes_the_entry(run_scenario: RunScenario) -> None:
     async def scenario(h: AgentHarness) -> None:
         async with h.agent("items") as items:
             await items.put(item_bytes("i1", "Blue Train", ("jazz",)), key=b"i1")
-            await h.eventually(lambda: bool(embed_requests(h)), "an embed request", items)
-        [req] = embed_requests(h)
+            await items.put(item_bytes("i2", "Gone"), key=b"i2")
+            await h.eventually(lambda: len(embed_requests(h)) == 2, "two embed requests", items)
+            await items.put(None, key=b"i2")
+            await h.eventually(lambda: entry(h, "i2") is None, "the deletion", items)
+        first, gone = embed_requests(h)
 
         async with h.agent("item_embedder") as embedder:
-            await embedder.put(req, key="i1")
+            await embedder.put(first, key="i1")
+            await embedder.put(gone, key="i2")
             await h.eventually(
-                lambda: bool(h.sent(h.topics.item_vectors)), "an item vector", embedder
+                lambda: (entry(h, "i1") or {}).get("vec") is not None, "the vec", embedder
             )
-        [out] = h.sent(h.topics.item_vectors)
-        result = ItemVector.from_data(out.json())
-        assert out.key_text == "i1" and result.text_key == req.text_key
-        assert result.vec is not None
-        vec = decode_vector(result.vec)
+        # Straight into the catalog, not through the item-vectors topic.
+        assert not h.sent(h.topics.item_vectors)
+        current = entry(h, "i1")
+        assert current is not None and current["text_key"] == first.text_key
+        vec = decode_vector(current["vec"])
         assert vec.shape == (384,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-3
-        assert h.runtime.cached(req.text_key) is not None
-
-        async with h.agent("item_vectors") as vectors:
-            await vectors.put(result, key="i1")
-            await h.eventually(
-                lambda: (entry(h, "i1") or {}).get("vec") == result.vec, "the vec", vectors
-            )
-        assert h.runtime.item_vector("i1") is not None
+        assert h.runtime.cached(first.text_key) is not None
+        got = h.runtime.item_vector("i1")
+        assert got is not None and np.allclose(got, vec, atol=1e-6)
+        assert entry(h, "i2") is None  # a vector for a deleted item does not revive it
+        assert h.runtime.index is not None and len(h.runtime.index) == 1
 
     run_scenario(scenario)
 

@@ -180,6 +180,19 @@ def test_fit_centroids_recovers_separated_clusters(batch_size: int | None) -> No
     np.testing.assert_array_equal(fit_centroids(x, 4, seed=0, batch_size=batch_size), centroids)
 
 
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_fit_centroids_warm_start_keeps_the_labels(batch_size: int | None) -> None:
+    x, truth = _blobs(3)
+    first = fit_centroids(x[::2], 4, seed=0, batch_size=batch_size)
+    refit = fit_centroids(x, 4, seed=0, batch_size=batch_size, init=first)
+    # Started from the last centres, each cluster keeps its index (its label's meaning).
+    np.testing.assert_array_equal(assign(x, refit), assign(x, first))
+    pairs = set(zip(truth.tolist(), assign(x, refit).tolist(), strict=True))
+    assert len(pairs) == 4
+    with pytest.raises(ValidationError):
+        fit_centroids(x, 4, seed=0, init=first[:3])
+
+
 def test_fit_centroids_validation_and_labels() -> None:
     x, _ = _blobs(1, k=2, per=3)
     with pytest.raises(ValidationError):
