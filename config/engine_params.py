@@ -41,6 +41,7 @@ def engine_params(settings: Settings, **overrides: Any) -> EngineParams:
         "eta_global": s.eta_global,
         "eta_tau": s.eta_tau,
         "weight_shrinkage": s.weight_shrinkage,
+        "feedback_baseline": s.feedback_baseline,
         "covisit_window_s": s.covisit_window_s,
         "covisit_half_life_s": s.covisit_half_life_s,
         "covisit_neighbours": s.covisit_neighbours,

@@ -277,6 +277,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Optional η decay: η_t = η/(1 + t/τ) after t updates (None: constant).",
     )
+    feedback_baseline: Literal["pool", "served"] = Field(
+        "pool",
+        description="μ of the η rule: the mean signal row of the list's candidate pool (pool) "
+        "or of the served list (served, the rule as first published).",
+    )
     weight_shrinkage: float = Field(
         10.0,
         ge=0,

@@ -51,3 +51,25 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(pydantic.ValidationError):
         s.top_k = 5  # type: ignore[misc]
+
+
+def test_every_engine_setting_reaches_the_engine() -> None:
+    """Each engine hyperparameter a setting names arrives in EngineParams unchanged."""
+    from recstream.config.engine_params import engine_params
+
+    s = Settings(
+        sequence_window_s=120.0,
+        sequence_steps=3,
+        sequence_sources=4,
+        sequence_gap_half_life_s=60.0,
+        sequence_half_life_s=86_400.0,
+        sequence_neighbours=7,
+        sequence_candidates=9,
+        feedback_baseline="served",
+    )
+    p = engine_params(s)
+    assert (p.sequence_window_s, p.sequence_steps, p.sequence_sources) == (120.0, 3, 4)
+    assert (p.sequence_gap_half_life_s, p.sequence_half_life_s) == (60.0, 86_400.0)
+    assert (p.sequence_neighbours, p.sequence_candidates) == (7, 9)
+    assert p.feedback_baseline == "served"
+    assert p.recent_kept == 5  # covisit_recent 5 > steps 3, sources 4
