@@ -8,14 +8,15 @@ Two verbs, in the river/bytewax spirit, with every input a value passed in:
   snapshots each user after each event: a ranking request that reflects exactly that user's
   events up to it.
 - ``rank(applied)`` ranks every request of the batch at once (one matrix product of all the
-  requests' interest vectors against the catalogue, then per request candidates, six signals,
+  requests' interest vectors against the catalogue, then per request candidates, seven signals,
   fusion, MMR and exploration) and, walking the requests in event order, applies feedback:
   ``w ← Π(w + η·(d − μ)/‖d − μ‖)`` with d the consumed item's signals in the list the user was
-  served (the previous request's list, within the batch too) and μ that list's mean.
+  served (the previous request's list, within the batch too) and μ the mean of that list's
+  candidate pool (or of the served list itself, ``feedback_baseline="served"``).
 
-Shared statistics (popularity, co-visitation, global weights) are frozen during a batch and
-change only when deltas are applied (`SharedStats.apply`), in every runner alike. The engine
-reads no settings and no clock; exploration is seeded per (user, event).
+Shared statistics (popularity, co-visitation, sequential rules, global weights) are frozen
+during a batch and change only when deltas are applied (`SharedStats.apply`), in every runner
+alike. The engine reads no settings and no clock; exploration is seeded per (user, event).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Everything the engine keeps for one user, as one compact record (one table value).
 
 A record holds the decayed interest state (interest_state.py), the user's fusion weights
-(weights.py), the recent positively consumed items (for co-visitation), the last few lists as
-served (their signal rows and per-signal bounds, for the η rule), event-time hopping-window
-category counts, and the latest published list. Keeping them in one value means one changelog
-record per changed user per micro-batch, whatever the number of that user's events in it.
+(weights.py), the recent distinct positively consumed items (for co-visitation and sequential
+rules), the last few lists as served (their signal rows, per-signal bounds and pool mean, for
+the η rule), event-time hopping-window category counts, and the latest published list.
+Keeping them in one value means one changelog record per changed user per micro-batch,
+whatever the number of that user's events in it.
 
 Layout of to_bytes(): magic b"RU", version (uint8), len(interest) (uint32), interest bytes,
 len(weights) (uint16), weights bytes, then UTF-8 JSON of the rest.
