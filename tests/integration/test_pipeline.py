@@ -63,6 +63,7 @@ def test_events_in_lists_out_with_as_of_and_explanations(
         "trending",
         "category",
         "freshness",
+        "sequence",
     }
     assert abs(sum(last["weights"].values()) - 1.0) < 1e-9
     # The web endpoint serves the latest list for the user.
