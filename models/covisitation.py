@@ -19,6 +19,7 @@ Two pieces, both in event time (seconds):
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,10 +93,13 @@ def pair_increments(
 class CoVisitNeighbours:
     """The top-`capacity` co-visited neighbours of one item, scores decaying with `half_life_s`.
 
-    Invariant: at most `capacity` entries; every entry has a finite log-mass (> −inf).
+    Invariant: at most `capacity` entries; every entry has a finite log-mass (> −inf);
+    ``_order`` holds (−log-mass, id) of every entry, ascending: serving order, the weakest
+    last. Kept beside the map so that an eviction pops the last entry instead of scanning
+    every neighbour (this runs for every pair of every consumption).
     """
 
-    __slots__ = ("_capacity", "_half_life_s", "_masses", "_rate")
+    __slots__ = ("_capacity", "_half_life_s", "_masses", "_order", "_rate")
 
     def __init__(self, capacity: int, half_life_s: float) -> None:
         if not (isinstance(capacity, int) and capacity >= 1):
@@ -104,6 +108,7 @@ class CoVisitNeighbours:
         self._capacity = capacity
         self._half_life_s = float(half_life_s)
         self._masses: dict[str, float] = {}
+        self._order: list[tuple[float, str]] = []
 
     @property
     def capacity(self) -> int:
@@ -140,12 +145,16 @@ class CoVisitNeighbours:
         neighbour, then drop the weakest beyond capacity (as `update`)."""
         if not isinstance(neighbour_id, str) or not neighbour_id:
             raise ValidationError(f"neighbour_id must be a non-empty str: {neighbour_id!r}")
-        masses = self._masses
-        masses[neighbour_id] = decay.logaddexp(masses.get(neighbour_id, decay.EMPTY), term)
+        masses, order = self._masses, self._order
+        old = masses.get(neighbour_id)
+        new = decay.logaddexp(decay.EMPTY if old is None else old, term)
+        masses[neighbour_id] = new
+        if old is not None:
+            del order[bisect_left(order, (-old, neighbour_id))]
+        insort(order, (-new, neighbour_id))
         if len(masses) > self._capacity:
             # The last in serving order goes: smallest mass, and among equals the largest id.
-            victim = max(masses.items(), key=_strongest_first)[0]
-            del masses[victim]
+            del masses[order.pop()[1]]
 
     def apply(self, increments: Iterable[PairIncrement], item_id: str) -> int:
         """Apply the increments addressed to `item_id`; returns how many were applied."""
@@ -161,10 +170,8 @@ class CoVisitNeighbours:
         `top` only if given."""
         if top is not None and top < 0:
             raise ValidationError(f"top must be >= 0, got {top}")
-        ranked = sorted(self._masses.items(), key=_strongest_first)
-        if top is not None:
-            ranked = ranked[:top]
-        return [(n, decay.score(lm, at_ts, self._rate)) for n, lm in ranked]
+        ranked = self._order if top is None else self._order[:top]
+        return [(n, decay.score(-neg, at_ts, self._rate)) for neg, n in ranked]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; floats round-trip exactly through json (repr precision)."""
@@ -193,8 +200,5 @@ class CoVisitNeighbours:
         if any(not k for k in masses) or not all(math.isfinite(v) for v in masses.values()):
             raise StateError("co-visitation neighbours need non-empty ids and finite log-masses")
         out._masses = masses
+        out._order = sorted((-lm, n) for n, lm in masses.items())
         return out
-
-
-def _strongest_first(entry: tuple[str, float]) -> tuple[float, str]:
-    return (-entry[1], entry[0])

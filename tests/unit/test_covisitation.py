@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recstream.models import decay
 from recstream.models.covisitation import CoVisitNeighbours, PairIncrement, pair_increments
 from recstream.models.errors import StateError, ValidationError
 
@@ -125,6 +126,30 @@ def test_capacity_holds_and_single_updates_keep_the_true_top(
     assert [n for n, _ in got] == [n for n, _ in truth[:capacity]]
     for (_, s_got), (_, s_true) in zip(got, truth, strict=False):
         assert s_got == pytest.approx(s_true, rel=1e-9, abs=1e-300)
+
+
+@FAST
+@given(ups=updates, capacity=st.integers(1, 5))
+def test_eviction_matches_a_scan_for_the_weakest(
+    ups: list[tuple[str, float, float]], capacity: int
+) -> None:
+    """Repeats, evictions and re-entries: the kept order gives what scanning every entry
+    for the weakest (smallest mass, then largest id) gives, map and serving order alike."""
+    nb = CoVisitNeighbours(capacity, 3600.0)
+    reference: dict[str, float] = {}
+    rate = decay.decay_rate(3600.0)
+    for n, w, t in ups:
+        term = decay.log_term(w, t, rate)
+        nb.add_log_mass(n, term)
+        old = reference.get(n)
+        reference[n] = term if old is None else decay.logaddexp(old, term)
+        if len(reference) > capacity:
+            del reference[max(reference.items(), key=lambda e: (-e[1], e[0]))[0]]
+        assert nb.log_masses() == reference
+    served = sorted(reference.items(), key=lambda e: (-e[1], e[0]))
+    assert [n for n, _ in nb.score(0.0)] == [n for n, _ in served]
+    back = CoVisitNeighbours.from_dict(nb.to_dict())
+    assert back.score(0.0) == nb.score(0.0)
 
 
 def test_score_sorted_top_and_half_life() -> None:
