@@ -342,6 +342,14 @@ class Settings(BaseSettings):
         "(evaluation), reflecting exactly the user's events up to it.",
     )
 
+    # --- Evaluation ---------------------------------------------------------------------------
+    eval_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="Processes `recstream eval` runs its independent jobs in (in-process "
+        "replays, each baseline, scoring). None: one per CPU. 1: all in one process.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.kafka_port == self.kafka_controller_port:

@@ -17,7 +17,6 @@ any order).
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from recstream.evaluation.ranked_rows import RankedRow
 from recstream.models.errors import ValidationError
 from recstream.models.vocabulary import BASELINE_EVENT_WEIGHTS, BASELINE_MIN_RATING
 
@@ -266,7 +266,7 @@ class ItemKNNCoVisit:
         self.event_weights = _check_weights(event_weights)
         self.min_rating = min_rating
         self._recent: dict[str, deque[str]] = {}
-        self._co: dict[str, dict[str, int]] = {}
+        self._co: dict[str, RankedRow] = {}
         self._popularity = _ScoreTable(fill=0.0)
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
@@ -281,17 +281,16 @@ class ItemKNNCoVisit:
             # Re-consuming an item refreshes its recency but adds no new pairs.
             recent.remove(item_id)
         else:
-            row = self._co.setdefault(item_id, {})
+            row = self._co.setdefault(item_id, RankedRow())
             for other in recent:
-                row[other] = row.get(other, 0) + 1
-                back = self._co.setdefault(other, {})
-                back[item_id] = back.get(item_id, 0) + 1
+                row.add(other, 1)
+                self._co.setdefault(other, RankedRow()).add(item_id, 1)
         recent.append(item_id)
 
     def neighbours(self, item_id: str) -> list[tuple[str, int]]:
         """The ``max_neighbours`` most co-visited items of ``item_id`` with their counts."""
-        row = self._co.get(item_id, {})
-        return heapq.nsmallest(self.max_neighbours, row.items(), key=lambda kv: (-kv[1], kv[0]))
+        row = self._co.get(item_id)
+        return [] if row is None else [(n, int(c)) for n, c in row.top(self.max_neighbours)]
 
     def predict_one(
         self, user_id: str, at_ts: float, k: int, exclude: Collection[str] = ()
@@ -343,7 +342,9 @@ class StaticEmbeddingSimilarity:
         norms = np.linalg.norm(matrix, axis=1)
         if np.any(norms == 0.0) or not np.all(np.isfinite(norms)):
             raise ValidationError("item vectors must be finite and non-zero")
-        self._unit = matrix / norms[:, None]
+        # float32: the catalogue product per prediction is this baseline's whole cost, and
+        # it is memory-bound; profiles still add up in float64.
+        self._unit = (matrix / norms[:, None]).astype(np.float32)
         self._row = {item: r for r, item in enumerate(self._ids)}
         self.event_weights = _check_weights(event_weights)
         self.min_rating = min_rating
@@ -364,7 +365,7 @@ class StaticEmbeddingSimilarity:
         if user_id in self._profile_sum:
             self._profile_sum[user_id] += self._unit[r]
         else:
-            self._profile_sum[user_id] = self._unit[r].copy()
+            self._profile_sum[user_id] = self._unit[r].astype(np.float64)
         self._profile_n[user_id] = self._profile_n.get(user_id, 0) + 1
 
     def profile(self, user_id: str) -> np.ndarray | None:
@@ -383,7 +384,10 @@ class StaticEmbeddingSimilarity:
         if mean is not None:
             norm = float(np.linalg.norm(mean))
             # Opposite vectors can cancel to a zero mean: then no direction is preferred.
-            scores = self._unit @ (mean / norm) if norm > 0.0 else np.zeros(len(self._ids))
+            if norm > 0.0:
+                scores = self._unit @ (mean / norm).astype(np.float32)
+            else:
+                scores = np.zeros(len(self._ids), dtype=np.float32)
             out = _rank(self._ids, scores, k, banned)
         if len(out) < k:
             out += self._popularity.top(k - len(out), banned | set(out))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from kafka.partitioner.default import murmur2
@@ -26,7 +26,7 @@ from recstream.models.item_text import clean_text
 from recstream.models.recommender import FUSED, Event, RecList, Recommender
 from recstream.models.user_record import UserRecord
 
-#: What an ablation replay is scored into (the caller's score card type).
+#: What a replay is scored into (the caller's score card type).
 S = TypeVar("S")
 
 
@@ -125,7 +125,7 @@ def replay_inprocess(
     params = engine_params(settings, **overrides).with_dim(dim)
     shared = params.shared_stats()
     engine = Recommender(params, catalog, shared)
-    texts = sorted({clean_text(e.get("text")) for e in events if e.get("text")} - {""})
+    texts = event_texts(events)
     text_vectors = dict(zip(texts, encode(texts), strict=True)) if texts and encode else {}
     size = batch_size or settings.batch_max_events
     parts = settings.events_partitions
@@ -188,32 +188,8 @@ def as_replay_result(
     )
 
 
-def inprocess_replays(
-    settings: Settings,
-    data: Any,
-    vectors: Mapping[str, np.ndarray],
-    encode: Callable[[list[str]], np.ndarray] | None,
-    console: Any,
-    *,
-    fixed_weights: bool,
-) -> tuple[Any, Any | None]:
-    """The in-process run under test and, with `fixed_weights`, the η = η_global = 0 run."""
-
-    def run(**overrides: Any) -> Any:
-        res = replay_inprocess(settings, data.items, data.events, vectors, encode, **overrides)
-        console.print(
-            f"in-process: {res.n_events} events, {len(res.lists)} lists, {res.wall_s:.1f} s "
-            f"({res.events_per_s:.0f} events/s)"
-        )
-        return as_replay_result(settings, res, data.events)
-
-    result = run()
-    fixed = None
-    if fixed_weights and settings.ranker == "fused":
-        console.print("[bold]fixed_weights[/bold]: the same replay with η = η_global = 0")
-        fixed = run(eta=0.0, eta_global=0.0)
-    return result, fixed
-
+#: The fixed-weights control: the η rule off, everything else as in the run under test.
+FIXED_WEIGHTS: dict[str, Any] = {"eta": 0.0, "eta_global": 0.0}
 
 #: The ablations of issue #13 item 4: system name → the EngineParams overrides that turn one
 #: part of the ranking off, everything else as in the run under test.
@@ -223,29 +199,67 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def ablation_replays(
+def inprocess_variants(
+    settings: Settings, under_test: str, *, fixed_weights: bool, ablations: bool
+) -> dict[str, dict[str, Any]]:
+    """System name → EngineParams overrides of each in-process replay, the run under test
+    (no overrides) first. The control and the ablations need the fused ranker."""
+    out: dict[str, dict[str, Any]] = {under_test: {}}
+    if settings.ranker == FUSED:
+        if fixed_weights:
+            out["fixed_weights"] = FIXED_WEIGHTS
+        if ablations:
+            out.update(ABLATIONS)
+    return out
+
+
+def event_texts(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The distinct cleaned texts of `events` (search queries), sorted."""
+    return sorted({clean_text(e.get("text")) for e in events if e.get("text")} - {""})
+
+
+def precomputed(
+    events: Sequence[Mapping[str, Any]], encode: Callable[[list[str]], np.ndarray] | None
+) -> Callable[[list[str]], np.ndarray] | None:
+    """`encode` run once, here, over every text of `events`: a lookup in its place.
+
+    The replays run in forked processes (parallel_jobs.py), where the language model must not
+    run: torch's thread pool does not survive a fork, and each job would encode again.
+    """
+    texts = event_texts(events)
+    if encode is None or not texts:
+        return None
+    table = dict(zip(texts, encode(texts), strict=True))
+    return lambda wanted: np.stack([table[t] for t in wanted])
+
+
+@dataclass(frozen=True)
+class ScoredReplay(Generic[S]):
+    """One in-process replay, scored: `result` kept only when asked (its lists are large)."""
+
+    result: Any | None
+    scores: S
+    run: dict[str, Any]
+
+
+def scored_replay(
     settings: Settings,
     data: Any,
     vectors: Mapping[str, np.ndarray],
     encode: Callable[[list[str]], np.ndarray] | None,
-    console: Any,
+    overrides: Mapping[str, Any],
     score: Callable[[Any], S],
-) -> tuple[dict[str, S], dict[str, dict[str, Any]]]:
-    """(name → score of each ablation's replay, name → what its run did).
-
-    Each replay is scored by ``score`` (a ReplayResult → its scores) as soon as it ends and its
-    lists are dropped, so at most one ablation's lists are held at a time.
-    """
-    scores: dict[str, S] = {}
-    runs: dict[str, dict[str, Any]] = {}
-    for name, overrides in ABLATIONS.items():
-        console.print(f"[bold]{name}[/bold]: the same replay with {overrides}")
-        res = replay_inprocess(settings, data.items, data.events, vectors, encode, **overrides)
-        scores[name] = score(as_replay_result(settings, res, data.events))
-        runs[name] = {
-            "overrides": overrides,
-            "lists": len(res.lists),
-            "wall_s": res.wall_s,
-            "events_per_s": res.events_per_s,
-        }
-    return scores, runs
+    *,
+    keep: bool,
+) -> ScoredReplay[S]:
+    """Replay `data` in-process with `overrides` and score it (`score`: ReplayResult → its
+    scores); one job of the evaluation (see parallel_jobs.py)."""
+    res = replay_inprocess(settings, data.items, data.events, vectors, encode, **overrides)
+    replayed = as_replay_result(settings, res, data.events)
+    run = {
+        "overrides": dict(overrides),
+        "lists": len(res.lists),
+        "wall_s": res.wall_s,
+        "events_per_s": res.events_per_s,
+    }
+    return ScoredReplay(replayed if keep else None, score(replayed), run)

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,14 @@ from recstream.evaluation.baselines import (
     StaticEmbeddingSimilarity,
 )
 from recstream.evaluation.data import EvalData, item_vectors, load_data
-from recstream.evaluation.inprocess import ABLATIONS, ablation_replays, inprocess_replays
+from recstream.evaluation.inprocess import (
+    ABLATIONS,
+    inprocess_variants,
+    precomputed,
+    scored_replay,
+)
 from recstream.evaluation.metrics import percentiles
+from recstream.evaluation.parallel_jobs import run_jobs
 from recstream.evaluation.plots import write_plots
 from recstream.evaluation.prequential import ScoreCard, is_target, slice_edges
 from recstream.evaluation.replay import ReplayResult, replay, run_settings
@@ -61,6 +69,9 @@ from recstream.models.errors import DatasetError, RecstreamError, ValidationErro
 #: micro-batch (RECSTREAM_BATCH_MAX_EVENTS, 500), so that batches fill. Lists still reflect
 #: exactly each user's events up to theirs; only shared statistics lag by up to a batch.
 DEFAULT_IN_FLIGHT_PER_WORKER = 500
+
+#: The baselines that take longest (neighbourhoods, a catalogue product per prediction).
+_SLOW_BASELINES = frozenset({"item_knn", "sequence_knn", "static_embedding"})
 
 
 def run_eval(
@@ -127,6 +138,10 @@ def run_eval(
     )
     in_flight = DEFAULT_IN_FLIGHT_PER_WORKER * workers if max_in_flight is None else max_in_flight
     cache = settings.home / "eval-cache" / "embedding-cache"
+    if engine not in ("kafka", "inprocess"):
+        raise DatasetError(f"engine must be 'kafka' or 'inprocess', not {engine!r}")
+    result: ReplayResult | None = None
+    fixed_result: ReplayResult | None = None
     if engine == "inprocess":
         with console.status("item vectors ..."):
             vectors, vector_source = item_vectors(
@@ -134,32 +149,26 @@ def run_eval(
             )
         if not vectors:
             raise DatasetError(f"the in-process engine needs item vectors: {vector_source}")
-        encode = _text_encoder(settings, data, encoder_factory)
+        encode = precomputed(data.events, _text_encoder(settings, data, encoder_factory))
         inprocess_cfg = run_settings(settings, out_dir)[0]
-        result, fixed_result = inprocess_replays(
-            inprocess_cfg, data, vectors, encode, console, fixed_weights=fixed_weights
-        )
-    elif engine == "kafka":
+    else:
         result, fixed_result = _replays(
             settings, data, out_dir, workers, rate, in_flight, console, fixed_weights=fixed_weights
         )
-    else:
-        raise DatasetError(f"engine must be 'kafka' or 'inprocess', not {engine!r}")
-    rankers = Counter(r.ranker for r in result.lists)
-    console.print(f"collected {len(result.lists)} lists (rankers: {dict(rankers)})")
+        rankers = Counter(r.ranker for r in result.lists)
+        console.print(f"collected {len(result.lists)} lists (rankers: {dict(rankers)})")
+        with console.status("item vectors ..."):
+            caches = [p.parent / p.stem / "embedding-cache" for p in result.worker_logs]
+            vectors, vector_source = item_vectors(settings, data.items, caches, encoder_factory)
+        # The workers' RocksDB folders can be large and are not needed any more; logs stay.
+        for log in [*result.worker_logs, *(fixed_result.worker_logs if fixed_result else [])]:
+            shutil.rmtree(log.parent / log.stem, ignore_errors=True)
+    console.print(f"item vectors: {vector_source}")
 
     def target(event: Mapping[str, Any]) -> bool:
         return is_target(event, views_are_targets=data.views_are_targets)
 
     item_users, n_users = _interacting_users(data.events)
-    if engine == "kafka":
-        with console.status("item vectors ..."):
-            caches = [p.parent / p.stem / "embedding-cache" for p in result.worker_logs]
-            vectors, vector_source = item_vectors(settings, data.items, caches, encoder_factory)
-    console.print(f"item vectors: {vector_source}")
-    # The workers' RocksDB folders can be large and are not needed any more; logs stay.
-    for log in [*result.worker_logs, *(fixed_result.worker_logs if fixed_result else [])]:
-        shutil.rmtree(log.parent / log.stem, ignore_errors=True)
 
     def score(replayed: ReplayResult) -> tuple[ScoreCard, int]:
         return score_pipeline(
@@ -171,31 +180,64 @@ def run_eval(
             vectors=vectors,
         )
 
-    pipeline_card, n_cold = score(result)
     models, skipped = _baselines(settings, vectors, vector_source)
-    fixed_card = None
-    if fixed_result is not None and fixed_result.lists:
-        fixed_card, _ = score(fixed_result)
-    elif why := _fixed_weights_skipped(settings, fixed_result):
-        skipped["fixed_weights"] = why
+    jobs: dict[str, Callable[[], Any]] = {}
+    if engine == "inprocess":
+        variants = inprocess_variants(
+            settings, SYSTEM_UNDER_TEST, fixed_weights=fixed_weights, ablations=ablations
+        )
+        for name, overrides in variants.items():
+            jobs[name] = partial(
+                scored_replay, inprocess_cfg, data, vectors or {}, encode, overrides, score,
+                keep=name in (SYSTEM_UNDER_TEST, "fixed_weights"),
+            )  # fmt: skip
+    else:
+        assert result is not None  # the Kafka replay above
+        jobs[SYSTEM_UNDER_TEST] = partial(score, result)
+        if fixed_result is not None and fixed_result.lists:
+            jobs["fixed_weights"] = partial(score, fixed_result)
+    quiet = Console(quiet=True)
+    # Longest first, so that the short ones fill the cores at the end (parallel_jobs.py).
+    for name, model in sorted(models.items(), key=lambda m: m[0] not in _SLOW_BASELINES):
+        jobs[f"baseline {name}"] = partial(
+            run_baselines, data.events, {name: model}, target, settings=settings,
+            item_users=item_users, n_users=n_users, vectors=vectors, console=quiet,
+        )  # fmt: skip
+    n_jobs = settings.eval_jobs or os.cpu_count() or 1
+    console.print(f"{len(jobs)} jobs in {min(n_jobs, len(jobs))} processes: {', '.join(jobs)}")
+    done = run_jobs(jobs, n_jobs, lambda name, wall: console.print(f"  {name}: {wall:.1f} s"))
     ablated: dict[str, ScoreCard] = {}
     ablation_runs: dict[str, dict[str, Any]] = {}
-    if ablations and settings.ranker == "fused":
-        ablated, ablation_runs = ablation_replays(
-            inprocess_cfg, data, vectors or {}, encode, console, lambda r: score(r)[0]
-        )
-    elif ablations:
+    fixed_card = None
+    if engine == "inprocess":
+        runs = {name: done[name] for name in variants}
+        result = runs[SYSTEM_UNDER_TEST].result
+        pipeline_card, n_cold = runs[SYSTEM_UNDER_TEST].scores
+        if "fixed_weights" in runs:
+            fixed_result = runs["fixed_weights"].result
+            fixed_card = runs["fixed_weights"].scores[0]
+        for name in ABLATIONS.keys() & runs.keys():
+            ablated[name], ablation_runs[name] = runs[name].scores[0], runs[name].run
+        for name, run in runs.items():
+            console.print(
+                f"in-process {name}: {run.run['lists']} lists, {run.run['wall_s']:.1f} s "
+                f"({run.run['events_per_s']:.0f} events/s)"
+            )
+    else:
+        pipeline_card, n_cold = done[SYSTEM_UNDER_TEST]
+        if "fixed_weights" in done:
+            fixed_card = done["fixed_weights"][0]
+    assert result is not None
+    if fixed_card is None and (why := _fixed_weights_skipped(settings, fixed_result)):
+        skipped["fixed_weights"] = why
+    if ablations and settings.ranker != "fused":
         skipped.update(dict.fromkeys(ABLATIONS, f"the ranker is {settings.ranker!r}, not fused"))
-    warm, cold = run_baselines(
-        data.events,
-        models,
-        target,
-        settings=settings,
-        item_users=item_users,
-        n_users=n_users,
-        vectors=vectors,
-        console=console,
-    )
+    warm: dict[str, ScoreCard] = {}
+    cold: dict[str, ScoreCard] = {}
+    for name in models:
+        w, c = done[f"baseline {name}"]
+        warm.update(w)
+        cold.update(c)
     cards = {SYSTEM_UNDER_TEST: pipeline_card, **warm}
     if fixed_card is not None:
         cards["fixed_weights"] = fixed_card

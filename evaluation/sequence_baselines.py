@@ -30,6 +30,7 @@ from recstream.evaluation.baselines import (
     _rank,
     _ScoreTable,
 )
+from recstream.evaluation.ranked_rows import RankedRow
 from recstream.models.errors import ValidationError
 
 #: A window count at or below this is treated as zero (guards float residue of add/subtract).
@@ -211,9 +212,8 @@ class SequenceKNN:
         self.min_rating = min_rating
         self._fill = RecentPopularity(fill_window_s, self.event_weights, min_rating)
         self._history: dict[str, deque[tuple[str, float]]] = {}
-        self._next: dict[str, dict[str, float]] = {}
+        self._next: dict[str, RankedRow] = {}
         self._row_total: dict[str, float] = {}
-        self._top: dict[str, list[tuple[str, float]]] = {}  # memo of neighbours(), per row
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
         """Add the directed pairs (previous items -> this one) and append it to the history."""
@@ -237,22 +237,16 @@ class SequenceKNN:
 
     def _add_pair(self, source: str, following: str, strength: float) -> None:
         """``D[source][following] += strength``, keeping the row total and the memo right."""
-        row = self._next.setdefault(source, {})
-        row[following] = row.get(following, 0.0) + strength
+        self._next.setdefault(source, RankedRow()).add(following, strength)
         self._row_total[source] = self._row_total.get(source, 0.0) + strength
-        self._top.pop(source, None)
 
     def neighbours(self, item_id: str) -> list[tuple[str, float]]:
         """The ``max_neighbours`` strongest next-items of ``item_id`` with their weights ``D``.
 
-        Memoised until the row changes (the memo never changes an answer).
+        Ties by ascending item id.
         """
-        top = self._top.get(item_id)
-        if top is None:
-            row = self._next.get(item_id, {})
-            top = heapq.nsmallest(self.max_neighbours, row.items(), key=lambda kv: (-kv[1], kv[0]))
-            self._top[item_id] = top
-        return top
+        row = self._next.get(item_id)
+        return [] if row is None else row.top(self.max_neighbours)
 
     def source_weights(self, user_id: str, at_ts: float) -> list[tuple[str, float]]:
         """(item, weight) of the user's last ``n_last`` distinct items, most recent first.

@@ -31,3 +31,7 @@ class KafkaToolError(RecstreamError):
 
 class DatasetError(RecstreamError):
     """A dataset folder has an unknown layout or unreadable files."""
+
+
+class JobFailed(RecstreamError):
+    """An evaluation job raised, or its worker process died (e.g. killed for memory)."""
