@@ -172,7 +172,11 @@ def _embedder_agent(
 
     @app.agent(topics.item_embed, name=f"{settings.app_id}.item-embedder", concurrency=1)
     async def item_embedder(stream: faust.StreamT) -> None:
-        async for events in guard.batches(stream, settings.embed_batch_size, settings.embed_wait_s):
+        # Read ahead while a batch is encoded (take_events would stop the stream meanwhile,
+        # then wait embed_wait_s to fill the next batch): the encoder never waits for records
+        # that have already arrived.
+        batches = guard.prefetched_batches(stream, settings.embed_batch_size, settings.embed_wait_s)
+        async for events in batches:
             batch = [event.value for event in events]
             vectors = await runtime.embed([r.text_key for r in batch], [r.text for r in batch])
             # Written into the catalog here, not sent on through item-vectors: this worker

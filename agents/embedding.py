@@ -53,18 +53,21 @@ def decode_vector(text: str) -> np.ndarray:
 
 @dataclass
 class BatchStats:
-    """Sizes and encode times (ms) of recent micro-batches, for benchmarks and metrics."""
+    """Sizes, encode times (ms) and start times (epoch s) of recent micro-batches, for
+    benchmarks and metrics (the start times tell how long the encoder sat idle)."""
 
     sizes: list[int] = field(default_factory=list)
     encode_ms: list[float] = field(default_factory=list)
+    started_at: list[float] = field(default_factory=list)
     cache_hits: int = 0
     encoded: int = 0
 
-    def record(self, size: int, ms: float) -> None:
+    def record(self, size: int, ms: float, started_at: float | None = None) -> None:
         self.sizes.append(size)
         self.encode_ms.append(ms)
+        self.started_at.append(time.time() - ms / 1000 if started_at is None else started_at)
         if len(self.sizes) > 10_000:  # bounded memory on long runs
-            del self.sizes[:5000], self.encode_ms[:5000]
+            del self.sizes[:5000], self.encode_ms[:5000], self.started_at[:5000]
 
 
 def encoder_from_settings(settings: Settings) -> Any:
@@ -181,11 +184,12 @@ class EmbeddingRuntime:
             order = list(missing)
             batch = [texts[missing[k][0]] for k in order]
             loop = asyncio.get_running_loop()
+            wall = time.time()
             started = time.perf_counter()
             vectors, valid = await loop.run_in_executor(
                 self._executor, encoder.encode_with_mask, batch
             )
-            self.stats.record(len(batch), (time.perf_counter() - started) * 1000)
+            self.stats.record(len(batch), (time.perf_counter() - started) * 1000, wall)
             self.stats.encoded += len(batch)
             for key, vec, ok in zip(order, vectors, valid, strict=True):
                 if not ok:

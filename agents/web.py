@@ -97,6 +97,7 @@ def register_web(
                 "cache_hits": stats.cache_hits,
                 "batch_sizes": stats.sizes[-1000:],
                 "batch_ms": [round(x, 3) for x in stats.encode_ms[-1000:]],
+                "batch_started_at": [round(x, 4) for x in stats.started_at[-1000:]],
                 "index_size": 0 if runtime.index is None else len(runtime.index),
                 "stale_vectors": runtime.stale_vectors,
             }

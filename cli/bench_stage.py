@@ -152,6 +152,9 @@ def run_stage_bench(
             "batch_ms_p99": round(float(np.percentile(batch_ms, 99)), 1),
             "stage_batches": len(batch_ms),
             "stage_mean_batch": round(float(np.mean(stats["batch_sizes"][1:] or [0])), 1),
+            # The share of the stage's time the worker's encoder was busy: 1 - this is what
+            # the stage spent with the encoder idle (waiting for records, or writing them).
+            "encoder_busy_share": round(sum(batch_ms) / 1000 / stage_s, 3),
         }
     )
     return result

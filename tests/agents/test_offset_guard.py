@@ -7,6 +7,7 @@ an agent does (message.tp / topic / partition / offset).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -385,3 +386,92 @@ def test_batches_drop_what_ran_ahead_and_count_buffered_records_as_queued() -> N
     assert app.consumer.seeks == [(EV, 4)]
     assert guard._buffered == 0
     assert stream._processors == []  # the counting processor is removed afterwards
+
+
+class FakeQueueStream:
+    """Shaped like the parts of a Faust stream `prefetched_batches` uses: `events()` yields
+    what is put on its queue (None ends it), `enable_acks`, and `ack` records the offsets."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.enable_acks = True
+        self.acked: list[int] = []
+        self.read: list[int] = []  # offsets the stream has handed out
+
+        class channel:
+            queue = self.queue
+
+        self.channel = channel
+
+    def put(self, offsets: list[int]) -> None:
+        for o in offsets:
+            self.queue.put_nowait(Event(Message(EV, o)))
+
+    async def events(self) -> Any:
+        while (event := await self.queue.get()) is not None:
+            self.read.append(event.message.offset)
+            yield event
+
+    async def ack(self, event: Event) -> bool:
+        self.acked.append(event.message.offset)
+        return True
+
+
+def test_prefetched_batches_read_on_while_a_batch_is_worked_on() -> None:
+    """The stream is read while the caller holds a batch (take_events stops it), at most
+    `max_` events ahead, and the next batch goes out at once when `max_` wait."""
+    _, guard = make()
+
+    async def go() -> tuple[list[list[int]], FakeQueueStream]:
+        stream = FakeQueueStream()
+        stream.put(list(range(4)))
+        out: list[list[int]] = []
+        async for batch in guard.prefetched_batches(stream, 4, 10.0):  # type: ignore[arg-type]
+            out.append([e.message.offset for e in batch])
+            assert not stream.enable_acks  # acked by the batcher, after the batch
+            if len(out) == 1:
+                assert stream.acked == []  # not before the batch is done
+                stream.put(list(range(4, 13)))
+                await asyncio.sleep(0.01)  # "encoding": the reader reads on meanwhile
+                # max_ (4) events read ahead, the rest left in the stream's queue.
+                assert stream.read == list(range(8))
+            if len(out) == 3:
+                stream.queue.put_nowait(None)
+        return out, stream
+
+    t0 = time.monotonic()
+    out, stream = asyncio.run(go())
+    # The first two batches were full: no wait for `within` (10 s). The last one, one event,
+    # waited for company until the stream ended.
+    assert out == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12]]
+    assert time.monotonic() - t0 < 5
+    assert stream.acked == list(range(13))
+    assert stream.enable_acks  # restored
+
+
+def test_prefetched_batches_wait_within_for_company_then_go() -> None:
+    """A lone event waits `within` for others, then goes out by itself; records the guard
+    drops (they ran ahead of a loss) are acked at once and never handed out."""
+    app, guard = make()
+
+    async def go() -> tuple[list[list[int]], list[float], FakeQueueStream]:
+        stream = FakeQueueStream()
+        stream.put([0, 1])
+        out: list[list[int]] = []
+        waited: list[float] = []
+        t = time.monotonic()
+        async for batch in guard.prefetched_batches(stream, 8, 0.05):  # type: ignore[arg-type]
+            waited.append(time.monotonic() - t)
+            out.append([e.message.offset for e in batch])
+            if len(out) == 1:
+                # 2..3 lost: 4..5 ran ahead and are dropped; the seek back delivers 2..3.
+                stream.put([4, 5, 2, 3])
+                stream.queue.put_nowait(None)
+            t = time.monotonic()
+        return out, waited, stream
+
+    out, waited, stream = asyncio.run(go())
+    assert out == [[0, 1], [2, 3]]
+    assert waited[0] >= 0.04  # waited for company, about `within`
+    assert app.consumer.seeks == [(EV, 2)]
+    assert stream.acked == [0, 1, 4, 5, 2, 3]  # dropped ones at once, before their batch
