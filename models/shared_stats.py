@@ -13,7 +13,7 @@ latest copy, and the global weights are the projected mean of all copies.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,24 +165,10 @@ class SharedStats:
         """Fold one shard's delta in (every replica applies every delta exactly once)."""
         for item_id, term in delta.popularity.items():
             self.popularity[item_id] = decay.logaddexp(self.popularity.get(item_id, _EMPTY), term)
-        for item_id, nbs in delta.covisit.items():
-            entry = self.covisit.get(item_id)
-            if entry is None:
-                entry = self.covisit[item_id] = CoVisitNeighbours(
-                    self.covisit_capacity, self.covisit_half_life_s
-                )
-            for neighbour_id, term in nbs.items():
-                entry.add_log_mass(neighbour_id, term)
-            self._nb_rows.pop(item_id, None)
-        for item_id, nexts in delta.sequence.items():
-            rules = self.sequence.get(item_id)
-            if rules is None:
-                rules = self.sequence[item_id] = CoVisitNeighbours(
-                    self.sequence_capacity, self.sequence_half_life_s
-                )
-            for following_id, term in nexts.items():
-                rules.add_log_mass(following_id, term)
-            self._next_rows.pop(item_id, None)
+        covisit = (self.covisit_capacity, self.covisit_half_life_s)
+        _fold(self.covisit, delta.covisit, self._nb_rows, *covisit)
+        sequence = (self.sequence_capacity, self.sequence_half_life_s)
+        _fold(self.sequence, delta.sequence, self._next_rows, *sequence)
         if delta.weights is not None and len(delta.weights) == self.k:
             self.shard_weights[delta.shard] = project_to_simplex(delta.weights)
         self.version += 1
@@ -241,46 +227,65 @@ class SharedStats:
         """(rows, P(next = row | item)) of the items consumed next after `item_id` that are
         in the catalogue. P is the rule mass over the row's total (every kept rule, in the
         catalogue or not): the same at any event time, since a row's masses decay alike."""
-        if self._nb_catalog != catalog.version:
-            self._nb_rows.clear()
-            self._next_rows.clear()
-            self._nb_catalog = catalog.version
-        hit = self._next_rows.get(item_id)
+        hit = self._memo(catalog, self._next_rows).get(item_id)
         if hit is None:
             rules = self.sequence.get(item_id)
             masses = rules.log_masses() if rules is not None else {}
             lms = np.fromiter(masses.values(), dtype=np.float64, count=len(masses))
             probs = np.exp(lms - lms.max()) if lms.size else lms
             probs = probs / probs.sum() if lms.size else probs
-            pairs = [
-                (catalog.row_of.get(n), p) for n, p in zip(masses, probs.tolist(), strict=True)
-            ]
-            kept = [(r, p) for r, p in pairs if r is not None]
-            hit = (
-                np.array([r for r, _ in kept], dtype=np.int64),
-                np.array([p for _, p in kept], dtype=np.float64),
-            )
-            self._next_rows[item_id] = hit
+            hit = self._next_rows[item_id] = _in_catalog(masses, probs.tolist(), catalog)
         return hit
 
     def neighbours(self, item_id: str, catalog: Catalog) -> tuple[IntArray, FloatArray]:
         """(rows, log-masses) of an item's co-visited neighbours that are in the catalogue."""
+        hit = self._memo(catalog, self._nb_rows).get(item_id)
+        if hit is None:
+            entry = self.covisit.get(item_id)
+            masses = entry.log_masses() if entry is not None else {}
+            hit = self._nb_rows[item_id] = _in_catalog(masses, list(masses.values()), catalog)
+        return hit
+
+    def _memo(
+        self, catalog: Catalog, rows: dict[str, tuple[IntArray, FloatArray]]
+    ) -> dict[str, tuple[IntArray, FloatArray]]:
+        """`rows` (a per-item memo), both memos emptied first when the catalogue changed."""
         if self._nb_catalog != catalog.version:
             self._nb_rows.clear()
             self._next_rows.clear()
             self._nb_catalog = catalog.version
-        hit = self._nb_rows.get(item_id)
-        if hit is None:
-            entry = self.covisit.get(item_id)
-            masses = entry.log_masses() if entry is not None else {}
-            pairs = [(catalog.row_of.get(n), lm) for n, lm in masses.items()]
-            kept = [(r, lm) for r, lm in pairs if r is not None]
-            hit = (
-                np.array([r for r, _ in kept], dtype=np.int64),
-                np.array([lm for _, lm in kept], dtype=np.float64),
-            )
-            self._nb_rows[item_id] = hit
-        return hit
+        return rows
+
+
+def _fold(
+    into: dict[str, CoVisitNeighbours],
+    rows: Mapping[str, Mapping[str, float]],
+    memo: dict[str, tuple[IntArray, FloatArray]],
+    capacity: int,
+    half_life_s: float,
+) -> None:
+    """Add a delta's per-item log-terms to bounded neighbour lists (co-visits or sequence
+    rules), forgetting the memoised rows of the items it touched."""
+    for item_id, terms in rows.items():
+        entry = into.get(item_id)
+        if entry is None:
+            entry = into[item_id] = CoVisitNeighbours(capacity, half_life_s)
+        for other_id, term in terms.items():
+            entry.add_log_mass(other_id, term)
+        memo.pop(item_id, None)
+
+
+def _in_catalog(
+    ids: Iterable[str], values: Sequence[float], catalog: Catalog
+) -> tuple[IntArray, FloatArray]:
+    """(rows, values) of the ids that are in the catalogue, in the given order."""
+    kept = [
+        (r, v) for r, v in zip(map(catalog.row_of.get, ids), values, strict=True) if r is not None
+    ]
+    return (
+        np.array([r for r, _ in kept], dtype=np.int64),
+        np.array([v for _, v in kept], dtype=np.float64),
+    )
 
 
 def _stacked(found: list[tuple[IntArray, FloatArray]]) -> SequenceHood:
