@@ -72,7 +72,7 @@ INT8_QUANTISATION: Final[dict[str, Any]] = {
     "op_types_to_quantize": ["MatMul"],
     "exclude": [r"/layer\.0/", r"/layer\.\d+/output/dense/MatMul$"],
 }
-_FORMAT: Final = 2  # bump when the exported files change meaning; old folders are re-exported
+_FORMAT: Final = 1  # bump when the exported files change meaning; old folders are re-exported
 _GRAPH: Final = "model.onnx"
 _TOKENIZER: Final = "tokenizer.json"
 _META: Final = "meta.json"
