@@ -137,3 +137,16 @@ def test_plain_encode_is_the_library_call(enc: TextEncoder) -> None:
 def test_unloadable_model_is_a_model_error(tmp_path: os.PathLike[str]) -> None:
     with pytest.raises(ModelError, match="could not load"):
         TextEncoder(str(tmp_path), device="cpu")
+
+
+def test_gpu_path_resolves_to_fp16_without_a_gpu() -> None:
+    """`recstream bench embed --device cuda`: the torch backend runs fp16 on cuda by default,
+    fp32 on the CPU; the ONNX backends stay fp32 (checked without CUDA: pure resolution)."""
+    resolve = encoder_module._resolve_precision
+    assert resolve("auto", "cuda", "torch") == "fp16"
+    assert resolve("auto", "cuda:1", "torch") == "fp16"
+    assert resolve("auto", "cpu", "torch") == "fp32"
+    assert resolve("auto", "cuda", "onnx-int8") == "fp32"
+    assert resolve("bf16", "cuda", "torch") == "bf16"
+    with pytest.raises(ValidationError, match="fp32 only"):
+        resolve("fp16", "cuda", "onnx")
