@@ -15,9 +15,9 @@ Item batches are bounded by size (`embed_batch_size`) and wait (`embed_wait_s`: 
 the oldest request waits for company) and read ahead while a batch is encoded
 (`OffsetGapGuard.prefetched_batches`), so the encoder never waits for requests that have
 already arrived. Encoding runs in a worker thread (torch and ONNX Runtime release the GIL),
-so the event loop keeps serving other agents meanwhile. Vectors are cached in RocksDB (rocksdict) under
-`model id + sha256(text)`: a re-sent or unchanged item, or a restarted worker, costs no
-re-encoding, and a different model never reads another model's vectors.
+so the event loop keeps serving other agents meanwhile. Vectors are cached in RocksDB
+(rocksdict) under `model id + sha256(text)`: a re-sent or unchanged item, or a restarted
+worker, costs no re-encoding, and a different model never reads another model's vectors.
 """
 
 from __future__ import annotations
