@@ -179,6 +179,8 @@ def bench_pipeline(
     """Events/s, latency (unpaced and at --rate), Kafka records per event, state-only events/s
     (lists off) and the passthrough ceiling, through the real broker and W workers; one JSON
     object (keys: see cli/bench_pipeline.py)."""
+    from kafka.errors import KafkaError
+
     from recstream.bench_pipeline import parse_overrides, run_pipeline_bench
     from recstream.config.settings import load_settings
     from recstream.models.errors import RecstreamError
@@ -203,6 +205,13 @@ def bench_pipeline(
         )
     except RecstreamError as exc:
         err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    except KafkaError as exc:  # no broker there: say where it looked and how to start one
+        err.print(
+            f"[red]error:[/red] the broker at {settings.bootstrap_servers} did not answer "
+            f"({type(exc).__name__}); start one with `recstream kafka start` or set "
+            "RECSTREAM_BOOTSTRAP"
+        )
         raise typer.Exit(1) from exc
     text = json.dumps(result, indent=2)
     typer.echo(text)

@@ -39,6 +39,6 @@ def test_workers_give_the_results_of_one_process_in_job_order() -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_job_is_named(workers: int) -> None:
     jobs = {"fine": partial(_work, 0), "broken": _fails}
-    with pytest.raises(JobFailed, match="'broken'.*boom"):
+    with pytest.raises(JobFailed, match=r"'broken'.*boom"):
         run_jobs(jobs, workers)
     assert run_jobs({"again": partial(_work, 1)}, workers)["again"][1] == _work(1)[1]
