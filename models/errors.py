@@ -31,3 +31,8 @@ class KafkaToolError(RecstreamError):
 
 class DatasetError(RecstreamError):
     """A dataset folder has an unknown layout or unreadable files."""
+
+
+class SnapshotError(StateError):
+    """A sequence-model snapshot was refused: corrupt, of another format or catalogue, or of
+    a shape the reader cannot use. The message says which check failed."""
