@@ -113,7 +113,7 @@ class Trainer:
         return snap
 
 
-class _Rewind(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rewind(ConsumerRebalanceListener):
     """On every assignment: read the events again from the beginning, from empty sequences."""
 
     def __init__(self, consumer: KafkaConsumer, trainer: Trainer) -> None:

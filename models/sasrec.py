@@ -285,7 +285,8 @@ def _warm_start(net: _Net, previous: Snapshot, item_ids: Sequence[str], text_dim
         return False
     state = net.state_dict()
     old = {n: torch.from_numpy(np.array(a)) for n, a in previous.weights.items() if n != "items"}
-    if any(n not in state or state[n].shape != t.shape for n, t in old.items() if n != "ids.weight"):
+    fits = (n in state and state[n].shape == t.shape for n, t in old.items() if n != "ids.weight")
+    if not all(fits):
         return False
     old_ids = old.pop("ids.weight")
     ids = state["ids.weight"].clone()
@@ -403,10 +404,10 @@ class Scorer:
         if not len(histories):
             return np.zeros((0, self.snapshot.params.dim), dtype=np.float32)
         with torch.no_grad():
-            s = torch.from_numpy(seq).to(self.device)
-            h = self.net.hidden(s, self.table)[:, -1]
-            h = h * (s[:, -1:] > 0)
-        return np.asarray(h.cpu().numpy(), dtype=np.float32)
+            padded = torch.from_numpy(seq).to(self.device)
+            last = self.net.hidden(padded, self.table)[:, -1]
+            last = last * (padded[:, -1:] > 0)
+        return np.asarray(last.cpu().numpy(), dtype=np.float32)
 
     def item_table(self, item_ids: Sequence[str], vectors: FloatArray) -> FloatArray:
         """float32[len(item_ids), dim]: the model's embedding of each item, and for an item
