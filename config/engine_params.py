@@ -33,6 +33,7 @@ def sasrec_params(settings: Settings) -> SasrecParams:
     return SasrecParams(
         dim=s.sasrec_dim, heads=s.sasrec_heads, layers=s.sasrec_layers, max_len=s.sasrec_max_len,
         epochs=s.sasrec_epochs, warm_epochs=s.sasrec_warm_epochs, loss_share=s.sasrec_loss_share,
+        windows_per_user=s.sasrec_windows_per_user,
     ).check()  # fmt: skip
 
 

@@ -329,7 +329,12 @@ class Settings(BaseSettings):
     sasrec_layers: int = Field(2, ge=1, description="Transformer blocks of the sequence model.")
     sasrec_heads: int = Field(1, ge=1, description="Attention heads (must divide sasrec_dim).")
     sasrec_max_len: int = Field(50, ge=2, description="Items of history the model reads.")
-    sasrec_epochs: int = Field(4, ge=1, description="Epochs of a training run from scratch.")
+    sasrec_epochs: int = Field(6, ge=1, description="Epochs of a training run from scratch.")
+    sasrec_windows_per_user: int = Field(
+        4,
+        ge=1,
+        description="Training windows of sasrec_max_len + 1 items per user (the last ones).",
+    )
     sasrec_warm_epochs: int = Field(
         1, ge=1, description="Epochs of a run warm-started from the previous snapshot."
     )

@@ -51,12 +51,12 @@ class SasrecParams:
     max_len: int = 50
     dropout: float = 0.2
     #: Epochs from scratch, and epochs when warm-started from a previous snapshot.
-    epochs: int = 4
+    epochs: int = 6
     warm_epochs: int = 1
     batch_size: int = 256
     lr: float = 3e-3
     #: Training windows per user: the last `max_len + 1` items, then the ones before, ...
-    windows_per_user: int = 1
+    windows_per_user: int = 4
     #: Share of a window's targets that enter the loss (drawn per batch; the window's last
     #: target always does). The full-softmax product (targets × catalogue × dim) is almost all
     #: of the cost, and neighbouring targets of one window teach much the same.
@@ -229,7 +229,10 @@ class _Net(nn.Module):
         nn.init.normal_(self.ids.weight, std=0.01)
         with torch.no_grad():
             self.ids.weight[0].zero_()
-        nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(text_dim))
+        # Unit-norm text vectors → embeddings of norm ~1 (×√dim at the input, as in SASRec),
+        # and positions a small offset on them rather than drowning them (N(0, 1) default).
+        nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(p.dim))
+        nn.init.normal_(self.pos.weight, std=0.1)
 
     def item_table(self, text: torch.Tensor) -> torch.Tensor:
         """(n_items + 1) × dim: row 0 padding (zeros), row r + 1 catalogue row r."""
