@@ -150,6 +150,13 @@ def _assign_catalog(consumer: KafkaConsumer, topic: str) -> bool:
     return True
 
 
+def _caught_up(consumer: KafkaConsumer) -> bool:
+    """Whether the assigned partitions were read to their end offsets at this moment."""
+    tps = list(consumer.assignment())
+    ends = consumer.end_offsets(tps)
+    return all(consumer.position(tp) >= ends[tp] for tp in tps)
+
+
 def _drain(consumer: KafkaConsumer, handle: Any, timeout_ms: int) -> int:
     n = 0
     for records in consumer.poll(timeout_ms=timeout_ms, max_records=5000).values():
@@ -170,7 +177,7 @@ def run_trainer(
     events.subscribe([settings.topic(settings.events_topic)], listener=_Rewind(events, trainer))
     items = _consumer(settings, None)
     catalog_topic = f"{settings.app_id}-catalog-changelog"
-    assigned, runs = False, 0
+    assigned, catalog_read, runs = False, False, 0
     log.info("trainer: snapshots in %s", settings.snapshots)
     try:
         while not stop.is_set() and (max_runs is None or runs < max_runs):
@@ -178,8 +185,10 @@ def run_trainer(
                 assigned = _assign_catalog(items, catalog_topic)
             if assigned:
                 _drain(items, lambda m: trainer.add_item(m.key, m.value), 100)
+                # A model of part of the catalogue would be refused by the workers.
+                catalog_read = catalog_read or _caught_up(items)
             _drain(events, lambda m: trainer.add_event(m.value), 500)
-            if trainer.due(time.monotonic()):
+            if catalog_read and trainer.due(time.monotonic()):
                 trainer.train()
                 runs += 1
     finally:
