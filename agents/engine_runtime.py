@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from recstream.agents.embedding import EmbeddingRuntime
+from recstream.agents.snapshots import SnapshotWatcher
 from recstream.config.engine_params import engine_params
 from recstream.config.settings import Settings
 from recstream.models.catalog import Catalog
@@ -42,6 +43,8 @@ class EngineRuntime:
         # worker's own write, as a changelog record, or from the local store (scan).
         self.applied_keys: set[str] = set()
         self.needs_scan = True
+        # The trainer's sequence model, hot-swapped between batches (agents/snapshots.py).
+        self.models = SnapshotWatcher(settings)
 
     def engine(self, dim: int) -> Recommender:
         """The engine over a catalogue of `dim`-wide vectors, synced with the catalog."""
@@ -49,7 +52,9 @@ class EngineRuntime:
             self.params = self.params.with_dim(dim)
             self._engine = Recommender(self.params, Catalog(dim), self.shared)
             self.runtime.changed.update(self.runtime.item_meta)
+            self.models.reapply(self._engine)
         self.sync(self._engine.catalog)
+        self.models.poll(self._engine)
         return self._engine
 
     def sync(self, catalog: Catalog) -> None:

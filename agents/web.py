@@ -74,6 +74,9 @@ def register_web(
                 "popular_items": len(engine.shared.popularity),
                 "covisit_items": len(engine.shared.covisit),
                 "sequence_items": len(engine.shared.sequence),
+                "model_version": engine.models.version,
+                "model_swaps": engine.models.swaps,
+                "models_refused": engine.models.refused,
             }
         )
 

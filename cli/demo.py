@@ -15,8 +15,22 @@ from typing import Any
 from rich.console import Console
 
 from recstream.config.settings import Settings
-from recstream.evaluation.workers import WorkerProcess
+from recstream.evaluation.workers import TrainerProcess, WorkerProcess
 from recstream.models.errors import RecstreamError
+
+
+def demo_settings(settings: Settings, run_dir: Path) -> Settings:
+    """The demo's schedule: a minute of events at 20/s should see a few snapshots."""
+    s = settings
+    return s.model_copy(
+        update={
+            "snapshot_dir": s.snapshot_dir or run_dir / "snapshots",
+            "snapshot_poll_s": min(s.snapshot_poll_s, 2.0),
+            "trainer_min_events": min(s.trainer_min_events, 200),
+            "trainer_every_events": min(s.trainer_every_events, 300),
+            "trainer_every_s": min(s.trainer_every_s, 20.0),
+        }
+    )
 
 
 def run_demo(
@@ -46,6 +60,7 @@ def run_demo(
     ensure_topics(settings)
 
     run_dir = Path("var/demo")
+    settings = demo_settings(settings, run_dir)
     worker = WorkerProcess(
         settings,
         data_dir=run_dir / "worker",
@@ -55,6 +70,10 @@ def run_demo(
     console.print(
         f"worker: log {worker.log_file}, lists at {worker.url}/recommendations/<user_id>/"
     )
+    trainer = TrainerProcess(
+        settings, data_dir=run_dir / "trainer", log_file=run_dir / "trainer.log"
+    ).start()
+    console.print(f"trainer: log {trainer.log_file}, snapshots in {settings.snapshots}")
     stop = threading.Event()
     sent = {"events": 0}
 
@@ -104,6 +123,7 @@ def run_demo(
         feeder.join(timeout=10)
         code = worker.stop()
         console.print(f"worker stopped (exit {code})")
+        console.print(f"trainer stopped (exit {trainer.stop()})")
         if started_broker:
             broker.stop()
             console.print("kafka: stopped")

@@ -128,6 +128,24 @@ def worker(
     run_worker(settings)
 
 
+@app.command()
+def trainer(
+    every_events: Annotated[int | None, typer.Option(help="Retrain after N new events.")] = None,
+    every_s: Annotated[float | None, typer.Option(help="... or after S seconds.")] = None,
+    snapshot_dir: Annotated[Path | None, typer.Option(help="Where snapshots go.")] = None,
+) -> None:
+    """Run the sequence-model trainer: one per cluster; workers pick up its snapshots."""
+    from recstream.trainer import run_trainer_process
+
+    settings = _settings(
+        trainer_every_events=every_events, trainer_every_s=every_s, snapshot_dir=snapshot_dir
+    )
+    try:
+        run_trainer_process(settings)
+    except RecstreamError as exc:
+        raise _fail(exc) from exc
+
+
 # --- produce -----------------------------------------------------------------------------------
 @app.command()
 def produce(

@@ -46,6 +46,7 @@ def iter_lists(
 
 def render_list(rec: dict[str, Any], max_items: int = 5) -> Table:
     as_of = rec.get("as_of") or {}
+    model = rec.get("model_version")
     weights = ", ".join(f"{k}={v:.2f}" for k, v in (rec.get("weights") or {}).items())
     interests = ", ".join(
         f"{i.get('category')} {float(i.get('share', 0)):.0%}"
@@ -54,7 +55,8 @@ def render_list(rec: dict[str, Any], max_items: int = 5) -> Table:
     table = Table(
         title=f"user {rec.get('user_id')}  list {str(rec.get('rec_id'))[:8]}  "
         f"as of {as_of.get('event_id')} (event ts {as_of.get('ts', 0):.0f})",
-        caption=f"ranker {rec.get('ranker')}; weights {weights}; interests {interests or '-'}",
+        caption=f"ranker {rec.get('ranker')}; weights {weights}; interests {interests or '-'}; "
+        f"sequence model {f'v{model}' if model else '-'}",
         title_justify="left",
         caption_justify="left",
     )

@@ -11,6 +11,7 @@ from typing import Any
 from recstream.config.settings import Settings
 from recstream.models.interest_state import InterestParams
 from recstream.models.recommender import EngineParams
+from recstream.models.sasrec import SasrecParams
 from recstream.models.vocabulary import DEFAULT_EVENT_WEIGHTS
 
 
@@ -24,6 +25,16 @@ def interest_params(settings: Settings) -> InterestParams:
         max_consumed=settings.max_consumed,
         event_weights=weights,
     )
+
+
+def sasrec_params(settings: Settings) -> SasrecParams:
+    """The sequence model's hyperparameters (the trainer's and the in-process replay's)."""
+    s = settings
+    return SasrecParams(
+        dim=s.sasrec_dim, heads=s.sasrec_heads, layers=s.sasrec_layers, max_len=s.sasrec_max_len,
+        epochs=s.sasrec_epochs, warm_epochs=s.sasrec_warm_epochs, loss_share=s.sasrec_loss_share,
+        windows_per_user=s.sasrec_windows_per_user,
+    ).check()  # fmt: skip
 
 
 def engine_params(settings: Settings, **overrides: Any) -> EngineParams:
@@ -53,6 +64,7 @@ def engine_params(settings: Settings, **overrides: Any) -> EngineParams:
         "sequence_half_life_s": s.sequence_half_life_s,
         "sequence_neighbours": s.sequence_neighbours,
         "sequence_candidates": s.sequence_candidates,
+        "sasrec_candidates": s.sasrec_candidates,
         "popularity_half_life_s": s.popularity_half_life_s,
         "freshness_half_life_s": s.freshness_half_life_s,
         "window_short_s": s.window_short_s,

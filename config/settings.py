@@ -320,6 +320,56 @@ class Settings(BaseSettings):
     sequence_candidates: int = Field(
         50, ge=0, description="Candidates the sequence signal adds to every pool."
     )
+
+    # --- Sequence model (models/sasrec.py) and its trainer (`recstream trainer`) ------------
+    sasrec_candidates: int = Field(
+        50, ge=0, description="Candidates the sequence model's top items add to every pool."
+    )
+    sasrec_dim: int = Field(64, ge=4, description="Width of the sequence model's embeddings.")
+    sasrec_layers: int = Field(2, ge=1, description="Transformer blocks of the sequence model.")
+    sasrec_heads: int = Field(1, ge=1, description="Attention heads (must divide sasrec_dim).")
+    sasrec_max_len: int = Field(50, ge=2, description="Items of history the model reads.")
+    sasrec_epochs: int = Field(6, ge=1, description="Epochs of a training run from scratch.")
+    sasrec_windows_per_user: int = Field(
+        4,
+        ge=1,
+        description="Training windows of sasrec_max_len + 1 items per user (the last ones).",
+    )
+    sasrec_warm_epochs: int = Field(
+        1, ge=1, description="Epochs of a run warm-started from the previous snapshot."
+    )
+    sasrec_loss_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Share of each window's targets in the loss (the full-softmax product is "
+        "almost all of a run's cost).",
+    )
+    trainer_every_events: int = Field(
+        5000,
+        ge=0,
+        description="Retrain after this many new events (also the in-process replay's "
+        "schedule; 0: the in-process replay trains no model).",
+    )
+    trainer_every_s: float = Field(
+        300.0, gt=0, description="Retrain after this many wall seconds with any new event."
+    )
+    trainer_min_events: int = Field(
+        500, ge=1, description="Events seen before the first training run."
+    )
+    trainer_seed: int = Field(0, description="Seed of every training run.")
+    trainer_device: str | None = Field(
+        None, description="torch device of the trainer (None: CUDA when present, else CPU)."
+    )
+    trainer_keep: int = Field(3, ge=1, description="Snapshot files kept in the directory.")
+    snapshot_dir: Path | None = Field(
+        None,
+        description="Where the trainer writes snapshots and workers read them (None: "
+        "<home>/snapshots/<app_id>). Shared by every worker of the cluster.",
+    )
+    snapshot_poll_s: float = Field(
+        10.0, gt=0, description="Wall seconds between a worker's looks for a newer snapshot."
+    )
     covisit_dedupe_capacity: int = Field(
         64, ge=1, description="Recently applied co-visit pair ids remembered per item."
     )
@@ -374,6 +424,11 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """Full topic name with the configured prefix."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def snapshots(self) -> Path:
+        """The snapshot directory the trainer writes and workers read."""
+        return self.snapshot_dir or self.home / "snapshots" / self.app_id
 
     @property
     def kafka_dir(self) -> Path:

@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from recstream.config.engine_params import engine_params
 from recstream.config.settings import Settings
+from recstream.evaluation.model_schedule import InProcessTrainer
 from recstream.evaluation.replay import CandidatePool, CollectedList
 from recstream.models.catalog import Catalog
 from recstream.models.item_text import clean_text
@@ -44,6 +45,9 @@ class InProcessResult:
     wall_s: float
     batches: int
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    #: The sequence model's versions, which served which events (evaluation/model_schedule.py).
+    models: list[dict[str, Any]] = field(default_factory=list)
+    model_note: str | None = None
 
     @property
     def events_per_s(self) -> float:
@@ -125,6 +129,7 @@ def replay_inprocess(
     params = engine_params(settings, **overrides).with_dim(dim)
     shared = params.shared_stats()
     engine = Recommender(params, catalog, shared)
+    trainer = InProcessTrainer(settings, engine)
     texts = event_texts(events)
     text_vectors = dict(zip(texts, encode(texts), strict=True)) if texts and encode else {}
     size = batch_size or settings.batch_max_events
@@ -141,6 +146,7 @@ def replay_inprocess(
     rejected: list[tuple[str, str]] = []
     batches = 0
     for start in range(0, len(events), size):
+        trainer.before_batch(start)  # a model of the events before this batch only
         batch = [to_event(e, parts, text_vectors) for e in events[start : start + size]]
         applied = engine.apply(states, batch, lists="every")
         lists = engine.rank(applied)
@@ -154,12 +160,15 @@ def replay_inprocess(
             shared.apply(delta)
         out.extend(collected(lst, row_of) for lst in lists)
         rejected.extend(applied.rejected)
+        trainer.after_batch(events[start : start + size])
         batches += 1
         if on_batch is not None:
             on_batch(start + len(batch))
     wall = time.perf_counter() - started
     blas.restore_original_limits()
-    return InProcessResult(out, len(events), wall, batches, rejected)
+    return InProcessResult(
+        out, len(events), wall, batches, rejected, trainer.report(), trainer.note(len(events))
+    )
 
 
 def as_replay_result(
@@ -183,7 +192,8 @@ def as_replay_result(
         worker_logs=[],
         notes=[
             f"in-process engine: {result.batches} micro-batches, {result.wall_s:.1f} s wall; "
-            "no broker, so no latency"
+            "no broker, so no latency",
+            *([result.model_note] if result.model_note else []),
         ],
     )
 

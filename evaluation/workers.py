@@ -38,6 +38,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """`python -m recstream worker` as a child process, stopped cleanly (SIGTERM) or killed."""
 
+    command = "worker"
+
     def __init__(
         self,
         settings: Settings,
@@ -75,7 +77,7 @@ class WorkerProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_file, "ab")  # noqa: SIM115 - lives as long as the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "recstream", "worker"],
+            [sys.executable, "-m", "recstream", self.command],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -119,3 +121,9 @@ class WorkerProcess:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+class TrainerProcess(WorkerProcess):
+    """`python -m recstream trainer` (the sequence-model trainer) as a child process."""
+
+    command = "trainer"

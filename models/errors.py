@@ -35,3 +35,8 @@ class DatasetError(RecstreamError):
 
 class JobFailed(RecstreamError):
     """An evaluation job raised, or its worker process died (e.g. killed for memory)."""
+
+
+class SnapshotError(StateError):
+    """A sequence-model snapshot was refused: corrupt, of another format or catalogue, or of
+    a shape the reader cannot use. The message says which check failed."""

@@ -52,6 +52,8 @@ from recstream.models.exploration import allocate_from_posteriors
 from recstream.models.fusion import RankedItem, fuse, normalise_with
 from recstream.models.interest_posterior import category_evidence_from_text
 from recstream.models.interest_state import InterestEvent, InterestParams
+from recstream.models.model_signal import ModelSignal, model_candidates, model_column
+from recstream.models.sasrec import Snapshot
 from recstream.models.sequence_rules import next_pairs
 from recstream.models.shared_stats import SharedDelta, SharedStats
 from recstream.models.signals import DEFAULT_SIGNALS
@@ -59,6 +61,7 @@ from recstream.models.user_record import ServedList, UserRecord
 from recstream.models.weights import EtaSchedule, WeightState, feedback_sign
 
 SIGNAL_NAMES: tuple[str, ...] = DEFAULT_SIGNALS.names
+SASREC = SIGNAL_NAMES.index("sasrec")
 FUSED: Literal["fused"] = "fused"
 POPULARITY: Literal["popularity"] = "popularity"
 ListPolicy = Literal["every", "last", "none"]
@@ -93,6 +96,7 @@ class EngineParams:
     sequence_half_life_s: float = 365 * 86_400.0
     sequence_neighbours: int = 100
     sequence_candidates: int = 50
+    sasrec_candidates: int = 50
     popularity_half_life_s: float = 7 * 86_400.0
     freshness_half_life_s: float = 30 * 86_400.0
     window_short_s: float = 3600.0
@@ -155,6 +159,8 @@ class Request:
     publish: bool
     feedback: tuple[str, int, str | None] | None = None
     probe: str | None = None
+    #: The user's recent distinct items (oldest first): the sequence model's input.
+    items: tuple[str, ...] = ()
 
 
 @dataclass
@@ -173,6 +179,8 @@ class RecList:
     #: Catalogue rows of the candidate pool the list was cut from (not on the wire: for the
     #: evaluation's candidate recall); empty for the popularity ranker.
     pool: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Version of the sequence-model snapshot the list used (None: none yet).
+    model_version: int | None = None
 
     def to_dict(self, titles: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The wire shape of a list (streams/records.py Recommendation), without `ts`."""
@@ -194,6 +202,7 @@ class RecList:
             "weights": self.weights,
             "top_interests": self.top_interests,
             "signal_bounds": self.bounds,
+            "model_version": self.model_version,
         }
 
 
@@ -245,6 +254,17 @@ class Recommender:
         self.sequence_rate = decay.decay_rate(params.sequence_half_life_s)
         self._centroids: tuple[int, list[str], npt.NDArray[np.float32] | None] | None = None
         self._gw_memo: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
+        self._model: ModelSignal | None = None
+
+    def use_model(self, snapshot: Snapshot | None, device: str | None = None) -> None:
+        """Serve the sequence-model signal from `snapshot` from the next batch on (None: the
+        signal is absent again). SnapshotError, and the current model kept, when it does not
+        fit this catalogue."""
+        self._model = None if snapshot is None else ModelSignal(snapshot, self.catalog, device)
+
+    @property
+    def model_version(self) -> int | None:
+        return None if self._model is None else self._model.version
 
     def new_state(self) -> UserRecord:
         return UserRecord.new(self.params.interest, len(SIGNAL_NAMES))
@@ -383,7 +403,8 @@ class Recommender:
             exclude=np.unique(np.asarray(consumed[user_id], dtype=np.int64)),
             category_mean=mean,
         )
-        return Request(user_id, event_id, shard, inputs, evidence, publish=False)
+        items = tuple(i for i, _ in rec.recent)
+        return Request(user_id, event_id, shard, inputs, evidence, publish=False, items=items)
 
     def _consumed_rows(self, rec: UserRecord) -> list[int]:
         get = self.catalog.row_of_key.get
@@ -463,6 +484,7 @@ class Recommender:
             tops = semantic_tops(
                 sem, [reqs[i].inputs for i in publish], self.catalog, 2 * p.candidates_per_source
             )
+        model = self._model_scores(reqs)
         for j, i in enumerate(publish):
             sem_rows[i] = sem[j]
             if p.ranker == FUSED:
@@ -470,6 +492,8 @@ class Recommender:
                     sem[j], tops[j], covs[i], ctx, rank, p.candidates_per_source,
                     seqs[i], p.sequence_candidates,
                 )  # fmt: skip
+                if model is not None and model[0][i] >= 0:
+                    pools[i] = self._with_model_rows(pools[i], model[1][model[0][i]], sem[j])
         probe_at: dict[int, int] = {}
         probe_rows: list[int] = []
         for i, r in enumerate(reqs):
@@ -487,9 +511,33 @@ class Recommender:
             rows, owner, [r.inputs for r in reqs], covs, ctx, self.catalog,
             pop_rate=self.pop_rate, fresh_rate=self.fresh_rate, sequences=seqs,
         )  # fmt: skip
+        if model is not None:
+            raw[:, SASREC] = model_column(model[1], model[0], rows, owner)
         n = int(offsets[-1])
         lo, hi = segment_bounds(raw[:n], offsets)
         return BatchSignals(ctx, sem_rows, pools, offsets, raw[:n], lo, hi, raw[n:], probe_at)
+
+    def _model_scores(
+        self, reqs: Sequence[Request]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+        """(per request its row in the scores or −1, scores[needing, catalogue rows]) of the
+        requests that need the model signal (a list or a probe): one forward pass."""
+        if self._model is None or self.params.ranker != FUSED:
+            return None
+        need = [i for i, r in enumerate(reqs) if r.publish or r.probe is not None]
+        at = np.full(len(reqs), -1, dtype=np.int64)
+        at[need] = np.arange(len(need))
+        return at, self._model.scores(self.catalog, [reqs[i].items for i in need])
+
+    def _with_model_rows(
+        self, pool: IntArray, scores: npt.NDArray[np.float32], sem: npt.NDArray[np.float32]
+    ) -> IntArray:
+        """`pool` and, after it, the model's top rows that are not in it yet."""
+        n = self.params.sasrec_candidates
+        if n <= 0:
+            return pool
+        top = model_candidates(scores, sem, n, self.catalog.id_rank())
+        return np.concatenate([pool, top[~np.isin(top, pool)]]).astype(np.int64)
 
     def _neighbour_signals(self, reqs: Sequence[Request]) -> tuple[list[CoVisits], list[CoVisits]]:
         """Per request, its co-visit and sequence scores (empty where no list or probe needs
@@ -597,7 +645,7 @@ class Recommender:
             rec.served = [*rec.served, served][-p.served_kept :]
         lst = RecList(
             req.user_id, rec_id, req.event_id, req.inputs.at_ts, p.ranker, items, weights,
-            top_interests(req.evidence, 3), bounds, sig.pools[i],
+            top_interests(req.evidence, 3), bounds, sig.pools[i], self.model_version,
         )  # fmt: skip
         return lst
 

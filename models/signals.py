@@ -30,6 +30,7 @@ DEFAULT_SIGNAL_NAMES: tuple[str, ...] = (
     "category",  # category affinity from the user's category posterior
     "freshness",  # item age (newer is higher)
     "sequence",  # what users consume next after the user's last items (sequence_rules.py)
+    "sasrec",  # the trained sequence model's score of the next item (sasrec.py; 0 without one)
 )
 
 

@@ -43,6 +43,9 @@ class Recommendation(faust.Record, include_metadata=False, serializer="json"):
     top_interests: list[dict[str, float | str]]
     signal_bounds: dict[str, list[float]] | None = None
     """Raw per-signal min/max over the list's candidates (scale for feedback off the list)."""
+    model_version: int | None = None
+    """Version of the sequence-model snapshot whose "sasrec" signal the list used (None: no
+    snapshot had arrived; the signal was absent)."""
 
 
 class DeadLetter(faust.Record, include_metadata=False, serializer="json"):

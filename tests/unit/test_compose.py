@@ -460,3 +460,31 @@ def test_dockerfile_base_and_sources() -> None:
     package_dirs = set(project["tool"]["setuptools"]["package-dir"].values())
     assert "." in copied or package_dirs <= copied, f"not copied: {package_dirs - copied}"
     assert {"pyproject.toml", "README.md"} <= copied or "." in copied
+
+
+def test_one_trainer_shares_its_snapshot_directory_with_the_workers(
+    services: dict[str, dict[str, Any]],
+    runtime_stage: list[tuple[str, str]],
+    settings_from: SettingsFrom,
+    worker_settings: Settings,
+) -> None:
+    trainer = services["trainer"]
+    assert _command(trainer["command"]) == ["trainer"]
+    assert "container_name" not in trainer and not trainer.get("ports")
+    assert int((trainer.get("deploy") or {}).get("replicas", 1)) == 1  # one per cluster
+    image_env = {k: v for k, v in _env_instructions(runtime_stage).items() if k.startswith(PREFIX)}
+    trainer_settings = settings_from(image_env | _environment(trainer))
+    assert trainer_settings.snapshots == worker_settings.snapshots
+    where = str(trainer_settings.snapshots)
+
+    def mounts(svc: dict[str, Any]) -> dict[str, str]:
+        out = {}
+        for volume in svc.get("volumes") or []:
+            parts = str(volume).split(":")
+            if len(parts) >= 2:
+                out[parts[1]] = parts[0] + (":ro" if parts[2:] == ["ro"] else "")
+        return out
+
+    assert mounts(trainer)[where] == "snapshots"
+    assert mounts(services["worker"])[where] == "snapshots:ro"
+    assert trainer["depends_on"]["init-topics"]["condition"] == "service_completed_successfully"
