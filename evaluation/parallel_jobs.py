@@ -13,6 +13,7 @@ seed their own randomness), so any number of workers gives the same metrics.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -29,6 +30,13 @@ _JOBS: dict[str, Callable[[], Any]] = {}
 
 
 def _run_named(name: str) -> tuple[Any, float]:
+    """A job, in a forked worker."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        # The parent's intra-op (OpenMP) pool does not survive the fork: the child's first
+        # parallel op would wait on threads that do not exist. One thread per job re-creates
+        # no pool, and one job per core is the plan anyway (the sequence model trains here).
+        torch.set_num_threads(1)
     started = time.perf_counter()
     return _JOBS[name](), time.perf_counter() - started
 

@@ -42,3 +42,27 @@ def test_a_failing_job_is_named(workers: int) -> None:
     with pytest.raises(JobFailed, match=r"'broken'.*boom"):
         run_jobs(jobs, workers)
     assert run_jobs({"again": partial(_work, 1)}, workers)["again"][1] == _work(1)[1]
+
+
+def _train_a_little() -> float:
+    import torch
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 64)
+    loss = layer(torch.randn(256, 64)).pow(2).mean()
+    loss.backward()
+    big = torch.randn(600, 600)
+    return float((big @ big).sum() + torch.nn.functional.gelu(torch.randn(1_000_000)).sum())
+
+
+def test_torch_in_a_job_after_the_parent_used_its_thread_pool() -> None:
+    """Forked after the parent ran torch's parallel ops (as encoding search texts does), a
+    job's torch work must not wait forever on the parent's pool (it did, before)."""
+    import torch
+
+    big = torch.randn(600, 600)
+    float((big @ big).sum() + torch.nn.functional.gelu(torch.randn(1_000_000)).sum())
+    threads = torch.get_num_threads()
+    out = run_jobs({"a": _train_a_little, "b": _train_a_little}, 2)
+    assert out["a"] == out["b"]
+    assert torch.get_num_threads() == threads  # the parent keeps its pool
