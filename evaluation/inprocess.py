@@ -271,5 +271,6 @@ def scored_replay(
         "lists": len(res.lists),
         "wall_s": res.wall_s,
         "events_per_s": res.events_per_s,
+        "models": res.models,
     }
     return ScoredReplay(replayed if keep else None, score(replayed), run)

@@ -119,8 +119,8 @@ def _pacing(run: Mapping[str, Any]) -> str:
 def write_report(out_dir: Path, metrics: dict[str, Any], plots: Sequence[str]) -> None:
     """report.md: what was measured, the tables, the machine."""
     sections = (
-        _intro, _accuracy, _cold_start, _long_tail, _candidate_recall, _ablations, _latency,
-        _slices, _synthetic,
+        _intro, _accuracy, _cold_start, _long_tail, _candidate_recall, _ablations,
+        _model_timeline, _latency, _slices, _synthetic,
     )  # fmt: skip
     lines = [line for section in sections for line in section(metrics)]
     lines += _machine_and_plots(metrics, plots)
@@ -282,6 +282,28 @@ def _ablations(m: Mapping[str, Any]) -> list[str]:
     for name, why in m["skipped_systems"].items():
         if name in ("no_exploration", "no_mmr"):
             lines.append(f"| {name} | skipped: {why} |  |  |  |  |  |")
+    return lines
+
+
+def _model_timeline(m: Mapping[str, Any]) -> list[str]:
+    """Which sequence-model version served which events (in-process runs with a model)."""
+    timeline = m.get("model_timeline")
+    if not timeline:
+        return []
+    lines = [
+        "",
+        "## Sequence model versions (in-process)",
+        "",
+        "Each version was trained on the events before the first one it served.",
+        "",
+        "| version | first event served | trained on events | train s | loss |",
+        "|---|---|---|---|---|",
+    ]
+    for v in timeline:
+        lines.append(
+            f"| {v['version']} | {v['first_event']} | {v['trained_events']} | "
+            f"{_fmt(v['train_s'], 1)} | {_fmt(v['loss'], 3)} |"
+        )
     return lines
 
 

@@ -209,9 +209,13 @@ def run_eval(
     ablated: dict[str, ScoreCard] = {}
     ablation_runs: dict[str, dict[str, Any]] = {}
     fixed_card = None
+    # Which sequence-model version served which events (in-process; the Kafka lists carry
+    # their version, but the replay does not collect it yet).
+    model_timeline = None
     if engine == "inprocess":
         runs = {name: done[name] for name in variants}
         result = runs[SYSTEM_UNDER_TEST].result
+        model_timeline = runs[SYSTEM_UNDER_TEST].run["models"]
         pipeline_card, n_cold = runs[SYSTEM_UNDER_TEST].scores
         if "fixed_weights" in runs:
             fixed_result = runs["fixed_weights"].result
@@ -255,6 +259,7 @@ def run_eval(
     metrics["long_tail"] = long_tail(data.events, target, cards)
     metrics["candidate_recall"] = candidate_recall(cards, metrics["slices"]["edges"])
     metrics["ablations"] = ablation_summary(cards, ablation_runs) if ablations else None
+    metrics["model_timeline"] = model_timeline
     extras = None
     if data.synthetic is not None:
         with console.status("synthetic ground truth ..."):

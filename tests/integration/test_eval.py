@@ -129,8 +129,12 @@ def test_eval_inprocess_with_ablations_reports_candidate_recall(tmp_path: Path) 
     if not (ML_SMALL / "ratings.csv").is_file():
         pytest.skip(f"MovieLens latest-small not found at {ML_SMALL} (set RECSTREAM_ML_SMALL)")
     out = tmp_path / "eval"
+    # A sequence model trained once, before the second micro-batch (500 events each).
+    settings = _settings().model_copy(
+        update={"trainer_every_events": 250, "trainer_min_events": 200}
+    )
     metrics = run_eval(
-        _settings(),
+        settings,
         str(ML_SMALL),
         out,
         limit=LIMIT,
@@ -162,3 +166,6 @@ def test_eval_inprocess_with_ablations_reports_candidate_recall(tmp_path: Path) 
     report = (out / "report.md").read_text()
     assert all(section in report for section in (*SECTIONS, "## Ablations"))
     assert "| no_exploration | exploration_share=0.0 |" in report
+    (served,) = metrics["model_timeline"]  # prequential: trained on the first batch only
+    assert served["first_event"] == served["trained_events"] == 500
+    assert "## Sequence model versions" in report
