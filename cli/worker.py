@@ -27,8 +27,9 @@ def run_worker(settings: Settings) -> None:
     from recstream.agents.pipeline import build_pipeline
     from recstream.streams.admin import ensure_topics
 
-    # Source topics must exist with the configured partitions before Faust subscribes.
-    ensure_topics(settings)
+    # Source and internal stream topics must exist with the configured partitions before
+    # Faust subscribes (streams/admin.py says why the internal ones too).
+    ensure_topics(settings, internal=True)
     limit_blas_threads(settings.blas_threads)
     pipeline = build_pipeline(settings)
     pipeline.runtime.load_now()

@@ -24,8 +24,28 @@ def topic_specs(settings: Settings) -> dict[str, int]:
     }
 
 
-def ensure_topics(settings: Settings, timeout_ms: int = 15_000) -> list[str]:
-    """Create missing topics; return the names created.
+def internal_topic(settings: Settings, name: str) -> str:
+    """Full name of an internal (worker-to-worker) stream topic of the app."""
+    return settings.topic(f"{settings.app_id}-{name}")
+
+
+def internal_topic_specs(settings: Settings) -> dict[str, int]:
+    """Full topic name → partition count, for the internal stream topics agents consume
+    (keyed like `items`, with its partition count, so every hop stays on the owner)."""
+    return {
+        internal_topic(settings, "item-embed"): settings.items_partitions,
+        internal_topic(settings, "item-vectors"): settings.items_partitions,
+    }
+
+
+def ensure_topics(
+    settings: Settings, timeout_ms: int = 15_000, *, internal: bool = False
+) -> list[str]:
+    """Create missing topics; return the names created. With `internal`, the internal stream
+    topics too: a worker creates them before its Faust app starts, because Faust's group
+    assignment can read the metadata before the topics Faust itself just created appear
+    ("Ignoring missing topic") and then never assigns them (seen as a stage that never
+    embeds an item on a fresh app id).
 
     An existing topic whose partition count differs from the settings is an error: tables
     are co-partitioned with their source topic, and Faust refuses a mismatch at run time.
@@ -35,7 +55,7 @@ def ensure_topics(settings: Settings, timeout_ms: int = 15_000) -> list[str]:
     )
     try:
         existing = set(admin.list_topics())
-        wanted = topic_specs(settings)
+        wanted = topic_specs(settings) | (internal_topic_specs(settings) if internal else {})
         present = [name for name in wanted if name in existing]
         if present:
             for desc in admin.describe_topics(present):
@@ -48,7 +68,7 @@ def ensure_topics(settings: Settings, timeout_ms: int = 15_000) -> list[str]:
                     )
         missing = [
             NewTopic(name, num_partitions=n, replication_factor=settings.replication_factor)
-            for name, n in topic_specs(settings).items()
+            for name, n in wanted.items()
             if name not in existing
         ]
         created = []

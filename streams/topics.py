@@ -8,6 +8,7 @@ from typing import Any
 import faust
 
 from recstream.config.settings import Settings
+from recstream.streams.admin import internal_topic
 from recstream.streams.records import DeadLetter, EmbedRequest, ItemVector, Recommendation
 
 
@@ -39,7 +40,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         # Keyed like their source topic, with the same partition count, so that every hop
         # stays on the partition (and worker) that owns the key.
         return app.topic(
-            settings.topic(f"{settings.app_id}-{name}"),
+            internal_topic(settings, name),
             key_type=str,
             value_type=value_type,
             key_serializer="raw",

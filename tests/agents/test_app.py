@@ -6,7 +6,9 @@ import socket
 from pathlib import Path
 
 from recstream.config.settings import Settings
+from recstream.streams.admin import internal_topic_specs
 from recstream.streams.app import advertised_web_host, create_app
+from recstream.streams.topics import declare_topics
 
 
 def settings(tmp_path: Path, **kw: object) -> Settings:
@@ -36,3 +38,18 @@ def test_a_wildcard_bind_advertises_this_machine_not_the_wildcard(tmp_path: Path
 def test_an_explicit_advertised_host_wins(tmp_path: Path) -> None:
     s = settings(tmp_path, web_host="0.0.0.0", web_advertised_host="worker-2.internal")
     assert advertised_web_host(s) == "worker-2.internal"
+
+
+def test_the_worker_creates_every_internal_stream_topic_the_agents_consume(
+    tmp_path: Path,
+) -> None:
+    """The worker creates the internal topics before Faust starts (streams/admin.py): the
+    list it creates must be exactly the internal topics declared on the app."""
+    s = settings(tmp_path, topic_prefix="p-", items_partitions=3)
+    topics = declare_topics(create_app(s), s)
+    declared = {
+        t.get_topic_name(): t.partitions
+        for t in vars(topics).values()
+        if getattr(t, "internal", False)
+    }
+    assert declared and declared == internal_topic_specs(s)
