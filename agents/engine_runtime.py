@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from recstream.agents.embedding import EmbeddingRuntime
@@ -20,7 +21,7 @@ from recstream.config.engine_params import engine_params
 from recstream.config.settings import Settings
 from recstream.models.catalog import Catalog
 from recstream.models.errors import StateError
-from recstream.models.recommender import Recommender
+from recstream.models.recommender import Event, Recommender
 from recstream.models.shared_stats import SharedDelta
 from recstream.models.user_record import UserRecord
 
@@ -45,16 +46,28 @@ class EngineRuntime:
         self.needs_scan = True
         # The trainer's sequence model, hot-swapped between batches (agents/snapshots.py).
         self.models = SnapshotWatcher(settings)
+        #: The latest event time (epoch s) of the batches ranked so far; None before the first.
+        self.event_time: float | None = None
 
-    def engine(self, dim: int) -> Recommender:
-        """The engine over a catalogue of `dim`-wide vectors, synced with the catalog."""
+    def ranked(self, events: Sequence[Event]) -> None:
+        """Advance the event-time high-water mark past a ranked batch."""
+        latest = max((ev.ts for ev in events), default=None)
+        if latest is not None and (self.event_time is None or latest > self.event_time):
+            self.event_time = latest
+
+    def engine(self, dim: int, ranking: bool = False) -> Recommender:
+        """The engine over a catalogue of `dim`-wide vectors, synced with the catalog. With
+        `ranking` (a batch is about to be ranked) a newer sequence model is swapped in first,
+        once this worker's event time has passed what it was trained on (agents/snapshots.py);
+        a web read leaves the served model as it is."""
         if self._engine is None or self._engine.catalog.dim != dim:
             self.params = self.params.with_dim(dim)
             self._engine = Recommender(self.params, Catalog(dim), self.shared)
             self.runtime.changed.update(self.runtime.item_meta)
             self.models.reapply(self._engine)
         self.sync(self._engine.catalog)
-        self.models.poll(self._engine)
+        if ranking:
+            self.models.poll(self._engine, event_time=self.event_time)
         return self._engine
 
     def sync(self, catalog: Catalog) -> None:

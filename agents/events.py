@@ -167,8 +167,8 @@ class EventsShell:
         if not decoded:
             return
         encoder = await self.runtime.encoder()
-        engine = self.engine_rt.engine(encoder.dim)
         events = await self.to_engine(decoded, encoder.model_id)
+        engine = self.engine_rt.engine(encoder.dim, ranking=True)
         try:
             await self.run(engine, decoded, events)
         except Exception:
@@ -181,6 +181,7 @@ class EventsShell:
                     await send_dead_letter(
                         self.topics, d.event, RuntimeError(f"processing failed: {exc!r}")
                     )
+        self.engine_rt.ranked(events)
 
     async def run(
         self, engine: Recommender, decoded: Sequence[Decoded], events: list[Event]

@@ -65,7 +65,7 @@ class Trainer:
         except RecstreamError:
             self.bad_events += 1  # the workers dead-letter it; the trainer just skips it
             return
-        self.sequences.add(e.user_id, e.event_type, e.item_id, e.value)
+        self.sequences.add(e.user_id, e.event_type, e.item_id, e.value, e.ts)
 
     def add_item(self, key: bytes | None, value: bytes | None) -> None:
         """A catalog changelog record: the item's vector, or its deletion (None)."""
@@ -101,6 +101,7 @@ class Trainer:
         snap = sasrec.train(
             self.sequences.sequences(), ids, vecs, self.params, s.trainer_seed, self.previous,
             device=s.trainer_device, trained_events=events,
+            trained_through_ts=self.sequences.latest_ts,
         )  # fmt: skip
         snap = snap.with_version(self.store.latest_version() + 1)
         path = self.store.write(snap)

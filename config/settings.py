@@ -370,6 +370,12 @@ class Settings(BaseSettings):
     snapshot_poll_s: float = Field(
         10.0, gt=0, description="Wall seconds between a worker's looks for a newer snapshot."
     )
+    snapshot_max_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="Longest wall time (s) a newer snapshot waits for the worker's event time "
+        "to pass the events it was trained on before it serves anyway.",
+    )
     covisit_dedupe_capacity: int = Field(
         64, ge=1, description="Recently applied co-visit pair ids remembered per item."
     )

@@ -104,6 +104,7 @@ def collected(lst: RecList, row_of: Mapping[str, int] | None = None) -> Collecte
         weights=dict(lst.weights),
         top_interests=tuple((str(t["category"]), float(t["share"])) for t in lst.top_interests),
         candidates=pool,
+        model_version=lst.model_version,
     )
 
 

@@ -56,7 +56,7 @@ class InProcessTrainer:
         snap = sasrec.train(
             self.sequences.sequences(), cat.ids[: cat.rows], cat.vectors[: cat.rows],
             self.params, s.trainer_seed, self.snapshot, device=s.trainer_device,
-            trained_events=start,
+            trained_events=start, trained_through_ts=self.sequences.latest_ts,
         )  # fmt: skip
         self.engine.use_model(snap)
         self.snapshot, self.last_trained = snap, start
@@ -68,7 +68,7 @@ class InProcessTrainer:
             item = e.get("item_id")
             self.sequences.add(
                 str(e["user_id"]), str(e["event_type"]), None if item is None else str(item),
-                None if value is None else float(value),
+                None if value is None else float(value), float(e["ts"]),
             )  # fmt: skip
 
     def report(self) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recstream.config.settings import Settings
-from recstream.evaluation.workers import WorkerProcess
+from recstream.evaluation.workers import TrainerProcess, WorkerProcess
 from recstream.models.errors import RecstreamError, ValidationError
 from recstream.streams.admin import delete_topics_with_prefix, ensure_topics
 from recstream.streams.codecs import Limits
@@ -106,6 +106,8 @@ class CollectedList:
     weights: dict[str, float]
     top_interests: tuple[tuple[str, float], ...]
     candidates: CandidatePool | None = field(default=None, compare=False)
+    #: The sequence-model snapshot the list used (None: none served yet).
+    model_version: int | None = field(default=None, compare=False)
 
 
 def parse_list(raw: bytes, kafka_ts_ms: int) -> CollectedList | None:
@@ -123,6 +125,7 @@ def parse_list(raw: bytes, kafka_ts_ms: int) -> CollectedList | None:
             top_interests=tuple(
                 (str(t["category"]), float(t["share"])) for t in rec.get("top_interests") or ()
             ),
+            model_version=None if rec.get("model_version") is None else int(rec["model_version"]),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -231,6 +234,7 @@ class ReplayResult:
             every event (None: lists mode, or the offsets never caught up).
         uncommitted: offsets mode: events topic records still uncommitted when the wait
             ended (0: all done; -1: the offsets could not be read; None: lists mode).
+        trainer_log: the trainer's log (None: the replay ran no trainer).
     """
 
     settings: Settings
@@ -250,6 +254,21 @@ class ReplayResult:
     completion: Completion = "lists"
     committed_ms: int | None = None
     uncommitted: int | None = None
+    trainer_log: Path | None = None
+
+    def model_timeline(self, event_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Per sequence-model version its lists: the first event (index in `event_ids`, the
+        replay order) whose list used it, and how many lists did."""
+        at = {e: i for i, e in enumerate(event_ids)}
+        first: dict[int, int] = {}
+        count: dict[int, int] = {}
+        for rec in self.lists:
+            v = rec.model_version
+            if v is None or rec.event_id not in at:
+                continue
+            first[v] = min(first.get(v, at[rec.event_id]), at[rec.event_id])
+            count[v] = count.get(v, 0) + 1
+        return [{"version": v, "first_event": first[v], "lists": count[v]} for v in sorted(first)]
 
     def latencies_ms(self) -> np.ndarray:
         """Event → list latency (ms) of the first list reflecting each replayed event."""
@@ -295,6 +314,7 @@ def run_settings(base: Settings, work_dir: Path, **overrides: Any) -> tuple[Sett
         debounce_s=0.0,  # a list after every event: the protocol scores each of them
         top_k=max(base.top_k, MIN_TOP_K),
         data_dir=work_dir / "workers",
+        snapshot_dir=work_dir / "workers" / "snapshots",  # the run's trainer, if it has one
     )
     values.update(overrides)
     return Settings(**values), tag
@@ -537,6 +557,7 @@ def replay(
     embedding_cache: Path | None = None,
     on_phase: Callable[[str, Settings], None] | None = None,
     completion: Completion = "lists",
+    trainer: bool = False,
 ) -> ReplayResult:
     """Run the events through `workers` real worker processes; see the module docstring.
 
@@ -567,6 +588,10 @@ def replay(
             workers that publish no lists, ready and done when the workers' group has
             committed every events record (see the module docstring); no flow control then
             (`max_in_flight` must be None or 0).
+        trainer: also run the sequence-model trainer (`recstream trainer`, one process) beside
+            the workers, started once they are ready, with the run's own snapshot folder
+            (only with `trainer_every_events` > 0). It dying does not stop the replay; it is
+            noted.
 
     Raises:
         RecstreamError: a worker died or never became ready; ValidationError: an invalid record.
@@ -591,6 +616,7 @@ def replay(
     ensure_topics(settings)
     collector = _Collector(settings)
     procs: list[WorkerProcess] = []
+    trainer_proc: TrainerProcess | None = None
     producer = make_producer(settings)
     watch: _EventsCommitted | None = None
     committed_ms: int | None = None
@@ -639,6 +665,13 @@ def replay(
                         f"{members} worker(s) had not caught up with the catalog after "
                         f"{catalog_timeout_s:.0f} s; went on anyway"
                     )
+            if trainer and settings.trainer_every_events > 0:
+                trainer_proc = TrainerProcess(
+                    settings,
+                    data_dir=work_dir / "workers" / "trainer",
+                    log_file=work_dir / "workers" / "trainer.log",
+                )
+                trainer_proc.start()
             probes = _send_probes(settings, producer, tag, events)
             if completion == "offsets":
                 watch = committed_now = _EventsCommitted(settings)
@@ -778,6 +811,10 @@ def replay(
         collector.stop()
         for w in procs:
             w.stop()
+        if trainer_proc is not None:
+            if not trainer_proc.alive():
+                notes.append(f"the trainer died during the replay; see {trainer_proc.log_file}")
+            trainer_proc.stop()
         if procs:
             _keep_embedding_cache(work_dir / "workers" / "w0", embedding_cache)
         if on_phase is not None:
@@ -814,6 +851,7 @@ def replay(
         completion=completion,
         committed_ms=committed_ms,
         uncommitted=lag if completion == "offsets" else None,
+        trainer_log=None if trainer_proc is None else trainer_proc.log_file,
     )
 
 

@@ -286,24 +286,32 @@ def _ablations(m: Mapping[str, Any]) -> list[str]:
 
 
 def _model_timeline(m: Mapping[str, Any]) -> list[str]:
-    """Which sequence-model version served which events (in-process runs with a model)."""
+    """Which sequence-model version served which events."""
     timeline = m.get("model_timeline")
     if not timeline:
         return []
-    lines = [
-        "",
-        "## Sequence model versions (in-process)",
-        "",
-        "Each version was trained on the events before the first one it served.",
-        "",
-        "| version | first event served | trained on events | train s | loss |",
-        "|---|---|---|---|---|",
-    ]
-    for v in timeline:
-        lines.append(
+    lines = ["", "## Sequence model versions", ""]
+    if m.get("run", {}).get("engine") == "inprocess":
+        lines += [
+            "In-process: each version was trained on the events before the first one it served.",
+            "",
+            "| version | first event served | trained on events | train s | loss |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
             f"| {v['version']} | {v['first_event']} | {v['trained_events']} | "
             f"{_fmt(v['train_s'], 1)} | {_fmt(v['loss'], 3)} |"
-        )
+            for v in timeline
+        ]
+        return lines
+    lines += [
+        "Through Kafka: the trainer ran beside the workers; a worker serves a version once its "
+        "events are later than the ones it was trained on.",
+        "",
+        "| version | first event served | lists |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {v['version']} | {v['first_event']} | {v['lists']} |" for v in timeline]
     return lines
 
 

@@ -209,8 +209,7 @@ def run_eval(
     ablated: dict[str, ScoreCard] = {}
     ablation_runs: dict[str, dict[str, Any]] = {}
     fixed_card = None
-    # Which sequence-model version served which events (in-process; the Kafka lists carry
-    # their version, but the replay does not collect it yet).
+    # Which sequence-model version served which events (through Kafka: read off the lists).
     model_timeline = None
     if engine == "inprocess":
         runs = {name: done[name] for name in variants}
@@ -229,6 +228,8 @@ def run_eval(
             )
     else:
         pipeline_card, n_cold = done[SYSTEM_UNDER_TEST]
+        assert result is not None  # the Kafka replay above
+        model_timeline = result.model_timeline([str(e["event_id"]) for e in data.events])
         if "fixed_weights" in done:
             fixed_card = done["fixed_weights"][0]
     assert result is not None
@@ -350,6 +351,7 @@ def _replays(
             console=console,
             overrides=overrides,
             embedding_cache=settings.home / "eval-cache" / "embedding-cache",
+            trainer=True,  # the sequence model, as the in-process replay trains it
         )
 
     result = run_pipeline(out_dir)

@@ -98,11 +98,15 @@ class Snapshot:
     train_s: float = 0.0
     fingerprint: str = ""
     meta: dict[str, float] = field(default_factory=dict)
+    #: The latest event time (epoch s) among the events it was trained on; None: unknown.
+    #: A worker serves it only from a batch whose events are all later (prequential).
+    trained_through_ts: float | None = None
 
     def with_version(self, version: int) -> Snapshot:
         return Snapshot(
             self.item_ids, self.text_dim, self.params, self.weights, version,
             self.trained_events, self.loss, self.train_s, self.fingerprint, dict(self.meta),
+            self.trained_through_ts,
         )  # fmt: skip
 
     def to_bytes(self) -> bytes:
@@ -118,6 +122,7 @@ class Snapshot:
             "trained_events": self.trained_events,
             "loss": self.loss if math.isfinite(self.loss) else None,
             "train_s": self.train_s,
+            "trained_through_ts": self.trained_through_ts,
             "tensors": [[n, list(self.weights[n].shape)] for n in names],
         }
         head = orjson.dumps(header)
@@ -154,11 +159,12 @@ class Snapshot:
             )
         weights = _read_tensors(body, _HEAD.size + head_len, header["tensors"])
         _check_shapes(weights, len(ids), text_dim, params)
-        loss = header.get("loss")
+        loss, through = header.get("loss"), header.get("trained_through_ts")
         return cls(
             ids, text_dim, params, weights, int(header["version"]),
             int(header["trained_events"]), math.nan if loss is None else float(loss),
             float(header.get("train_s", 0.0)), str(header["fingerprint"]),
+            trained_through_ts=None if through is None else float(through),
         )  # fmt: skip
 
 
@@ -343,6 +349,7 @@ def train(
     *,
     device: str | None = None,
     trained_events: int = 0,
+    trained_through_ts: float | None = None,
 ) -> Snapshot:
     """A model of next items over the catalogue `item_ids` (row r: text vector
     `item_vectors[r]`; zeros for an item without text) from users' item sequences (oldest
@@ -376,6 +383,7 @@ def train(
         tuple(item_ids), int(item_vectors.shape[1]), p, weights,
         previous.version + 1 if previous is not None else 1, trained_events, loss,
         time.perf_counter() - started, fingerprint(item_ids), {"warm": float(warm)},
+        trained_through_ts,
     )  # fmt: skip
 
 

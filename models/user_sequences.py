@@ -23,12 +23,24 @@ class UserSequences:
     keep: int = 200
     params: InterestParams = field(default_factory=InterestParams)
     events: int = 0
+    #: The latest event time (epoch s) counted so far; None before the first timed event.
+    latest_ts: float | None = None
     _seqs: dict[str, deque[str]] = field(default_factory=dict)
 
-    def add(self, user_id: str, event_type: str, item_id: str | None, value: float | None) -> bool:
-        """Count the event; True when it extended the user's sequence. An event the engine
-        would refuse (e.g. a rate without a value) is counted and teaches nothing."""
+    def add(
+        self,
+        user_id: str,
+        event_type: str,
+        item_id: str | None,
+        value: float | None,
+        ts: float | None = None,
+    ) -> bool:
+        """Count the event (at event time `ts`, epoch s); True when it extended the user's
+        sequence. An event the engine would refuse (e.g. a rate without a value) is counted
+        and teaches nothing."""
         self.events += 1
+        if ts is not None and (self.latest_ts is None or ts > self.latest_ts):
+            self.latest_ts = ts
         if item_id is None:
             return False
         try:

@@ -1,9 +1,11 @@
 """Sequence-model snapshots between the trainer and the workers (agents/snapshots.py and
 agents/trainer.py, without a broker): atomic, versioned writes; hot swaps; refusals that keep
-the last good model; a trainer that trains on schedule."""
+the last good model; a snapshot that waits for the worker's event time; a trainer that
+trains on schedule."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -88,6 +90,31 @@ def test_a_worker_swaps_newer_snapshots_and_keeps_the_last_good_one(
     assert watcher.poll(eng, now=now + 20.0) and eng.model_version == 5 and watcher.swaps == 2
 
 
+def test_a_snapshot_waits_until_the_worker_is_past_the_events_it_was_trained_on(
+    tmp_path: Path,
+) -> None:
+    """Prequential: a worker behind the trainer keeps its model until its own event time is
+    later than the newest event the snapshot learnt from, or the wait times out."""
+    settings = Settings(snapshot_dir=tmp_path, snapshot_poll_s=1.0, snapshot_max_wait_s=30.0)
+    watcher, eng, store = SnapshotWatcher(settings), engine(), SnapshotStore(tmp_path)
+    snap = snapshot()
+    store.write(dataclasses.replace(snap, version=1, trained_through_ts=1000.0))
+    assert not watcher.poll(eng, now=0.0, event_time=999.0)  # still before event 1000
+    assert not watcher.poll(eng, now=5.0, event_time=1000.0)  # ties: the same second
+    assert watcher.pending and eng.model_version is None
+    # A trainer that has moved on (v2 learnt from event 1001) does not starve the worker: the
+    # newest snapshot it is past serves, and the newer one waits on.
+    store.write(dataclasses.replace(snap, version=2, trained_through_ts=1001.0))
+    assert watcher.poll(eng, now=6.0, event_time=1000.5) and eng.model_version == 1
+    assert [v.version for _, v in watcher.pending] == [2]
+    assert watcher.poll(eng, now=6.5, event_time=1001.5) and eng.model_version == 2
+    # A worker whose event time never gets there serves it after snapshot_max_wait_s.
+    store.write(dataclasses.replace(snap, version=3, trained_through_ts=5000.0))
+    assert not watcher.poll(eng, now=10.0, event_time=1002.0)
+    assert not watcher.poll(eng, now=39.0, event_time=1003.0) and eng.model_version == 2
+    assert watcher.poll(eng, now=40.5, event_time=1004.0) and eng.model_version == 3
+
+
 def test_the_trainer_trains_on_schedule_and_versions_increase(tmp_path: Path) -> None:
     settings = Settings(
         snapshot_dir=tmp_path, trainer_min_events=20, trainer_every_events=30,
@@ -111,5 +138,6 @@ def test_the_trainer_trains_on_schedule_and_versions_increase(tmp_path: Path) ->
             if trainer.due(0.0):
                 snap = trainer.train()
                 assert snap.trained_events == n
+                assert snap.trained_through_ts == 1.7e9 + 60 * t  # the latest event it saw
     assert [v for v, _ in store.versions()][-1] == 8
     assert trainer.previous is not None and trainer.previous.item_ids == tuple(sorted(IDS))

@@ -1,5 +1,6 @@
 """The trainer process on the real broker: it writes a snapshot that a running worker picks
-up without a restart, and the worker's lists then name that model version."""
+up without a restart, once the worker's events are later than the ones the snapshot learnt
+from, and the worker's lists then name that model version."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def test_a_trainer_snapshot_reaches_a_running_worker(
             assert trainer.alive(), trainer.log_tail()
             time.sleep(0.5)
         assert store.versions(), f"no snapshot:\n{trainer.log_tail()}"
+        # Events no later than the ones the snapshot learnt from (the worker's event time has
+        # not passed them): the worker keeps serving without the model.
+        topics["events"].send([event("late", f"late-{t}", T0 + t, item="i1") for t in range(3)])
+        recs = topics["recommendations"].read_until(
+            lambda r: sum(x["user_id"] == "late" for x in r) >= 3, 60, worker=worker
+        )
+        assert all(r.get("model_version") is None for r in recs if r["user_id"] == "late")
 
         def served(recs: list[Any]) -> bool:
             return any((r.get("model_version") or 0) >= 1 for r in recs)

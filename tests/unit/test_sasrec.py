@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import replace
 
@@ -58,6 +59,9 @@ def test_snapshot_round_trips_through_bytes(snap: Snapshot) -> None:
         np.testing.assert_array_equal(back.weights[name], arr)
     hist = [[IDS[1], IDS[2]], [IDS[9]]]
     np.testing.assert_array_equal(sasrec.score(back, hist), sasrec.score(snap, hist))
+    assert back.trained_through_ts is None
+    timed = dataclasses.replace(snap, trained_through_ts=1.5e9).with_version(7)
+    assert Snapshot.from_bytes(timed.to_bytes()).trained_through_ts == 1.5e9
 
 
 def _corrupt_header(data: bytes, edit: dict[str, object]) -> bytes:
