@@ -84,7 +84,6 @@ class SnapshotWatcher:
         self.current: Snapshot | None = None
         self.refused: dict[int, str] = {}
         self.swaps = 0
-        #: Read and newer than `current`, not served yet (it waits for later events).
         #: (wall time read, snapshot), oldest first: read, newer than `current`, not served
         #: yet (each waits for the worker's events to pass the ones it learnt from).
         self.pending: list[tuple[float, Snapshot]] = []

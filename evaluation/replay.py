@@ -234,7 +234,6 @@ class ReplayResult:
             every event (None: lists mode, or the offsets never caught up).
         uncommitted: offsets mode: events topic records still uncommitted when the wait
             ended (0: all done; -1: the offsets could not be read; None: lists mode).
-        trainer_log: the trainer's log (None: the replay ran no trainer).
     """
 
     settings: Settings
@@ -254,7 +253,6 @@ class ReplayResult:
     completion: Completion = "lists"
     committed_ms: int | None = None
     uncommitted: int | None = None
-    trainer_log: Path | None = None
 
     def model_timeline(self, event_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Per sequence-model version its lists: the first event (index in `event_ids`, the
@@ -851,7 +849,6 @@ def replay(
         completion=completion,
         committed_ms=committed_ms,
         uncommitted=lag if completion == "offsets" else None,
-        trainer_log=None if trainer_proc is None else trainer_proc.log_file,
     )
 
 

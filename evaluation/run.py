@@ -228,11 +228,11 @@ def run_eval(
             )
     else:
         pipeline_card, n_cold = done[SYSTEM_UNDER_TEST]
-        assert result is not None  # the Kafka replay above
-        model_timeline = result.model_timeline([str(e["event_id"]) for e in data.events])
         if "fixed_weights" in done:
             fixed_card = done["fixed_weights"][0]
     assert result is not None
+    if engine != "inprocess":
+        model_timeline = result.model_timeline([str(e["event_id"]) for e in data.events])
     if fixed_card is None and (why := _fixed_weights_skipped(settings, fixed_result)):
         skipped["fixed_weights"] = why
     if ablations and settings.ranker != "fused":

@@ -99,7 +99,7 @@ class Snapshot:
     fingerprint: str = ""
     meta: dict[str, float] = field(default_factory=dict)
     #: The latest event time (epoch s) among the events it was trained on; None: unknown.
-    #: A worker serves it only from a batch whose events are all later (prequential).
+    #: A worker serves it once it has processed a later event (prequential; agents/snapshots.py).
     trained_through_ts: float | None = None
 
     def with_version(self, version: int) -> Snapshot:

@@ -8,7 +8,7 @@ from typing import Any
 import faust
 
 from recstream.config.settings import Settings
-from recstream.streams.admin import internal_topic
+from recstream.streams.admin import internal_topic, internal_topic_specs
 from recstream.streams.records import DeadLetter, EmbedRequest, ItemVector, Recommendation
 
 
@@ -36,15 +36,18 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         "value_serializer": "raw",
     }
 
-    def internal(name: str, value_type: type, partitions: int) -> faust.TopicT:
-        # Keyed like their source topic, with the same partition count, so that every hop
-        # stays on the partition (and worker) that owns the key.
+    internal_specs = internal_topic_specs(settings)
+
+    def internal(name: str, value_type: type) -> faust.TopicT:
+        # Keyed like their source topic, with the same partition count (streams/admin.py, which
+        # also creates them), so that every hop stays on the partition that owns the key.
+        full = internal_topic(settings, name)
         return app.topic(
-            internal_topic(settings, name),
+            full,
             key_type=str,
             value_type=value_type,
             key_serializer="raw",
-            partitions=partitions,
+            partitions=internal_specs[full],
             internal=True,
         )
 
@@ -73,6 +76,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             key_serializer="raw",
             partitions=settings.dead_letter_partitions,
         ),
-        item_embed=internal("item-embed", EmbedRequest, settings.items_partitions),
-        item_vectors=internal("item-vectors", ItemVector, settings.items_partitions),
+        item_embed=internal("item-embed", EmbedRequest),
+        item_vectors=internal("item-vectors", ItemVector),
     )
