@@ -188,3 +188,43 @@ def intra_list_diversity(vectors: npt.ArrayLike) -> float:
     summed = v.sum(axis=0)
     pair_cos = (float(summed @ summed) - float(np.einsum("ij,ij->", v, v))) / 2.0
     return 1.0 - pair_cos / (m * (m - 1) / 2.0)
+
+
+def mmr_select_batch(
+    relevance: npt.ArrayLike,
+    similarity: npt.ArrayLike,
+    sizes: npt.ArrayLike,
+    k: int,
+    trade_off: float,
+) -> npt.NDArray[np.intp]:
+    """:func:`mmr_select` for many lists at once, one greedy step for all of them per pick.
+
+    ``relevance``: float64[L, P], list l's candidates in its first ``sizes[l]`` columns;
+    ``similarity``: float64[L, P, P], list l's cosine matrix in its top-left corner. Returns
+    int[L, min(k, P)]: row l is ``mmr_select(relevance[l, :n], similarity[l, :n, :n], k,
+    trade_off)`` (n = sizes[l]) padded with −1: the same objective, float operations and tie
+    rules per candidate (ties to the higher relevance, then the lower position)."""
+    rel = np.asarray(relevance, dtype=np.float64)
+    sims = np.asarray(similarity, dtype=np.float64)
+    n = np.asarray(sizes, dtype=np.intp)
+    n_lists, width = rel.shape
+    steps = max(0, min(k, width))
+    picks = np.full((n_lists, steps), -1, dtype=np.intp)
+    if n_lists == 0 or steps == 0:
+        return picks
+    c = 1.0 - trade_off
+    base = trade_off * rel
+    free = np.arange(width)[None, :] < n[:, None]
+    objective = np.where(free, base, -np.inf)
+    max_sim = np.zeros_like(rel)
+    lists = np.arange(n_lists)
+    for step in range(steps):
+        best = objective.max(axis=1)
+        pick = np.where(objective == best[:, None], rel, -np.inf).argmax(axis=1)
+        live = n > step
+        picks[live, step] = pick[live]
+        free[lists[live], pick[live]] = False
+        row = sims[lists, pick]
+        max_sim = row if step == 0 else np.maximum(max_sim, row)
+        objective = np.where(free, base - c * max_sim, -np.inf)
+    return picks

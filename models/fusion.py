@@ -142,3 +142,47 @@ def normalise_with(raw: npt.ArrayLike, lo: npt.ArrayLike, hi: npt.ArrayLike) -> 
     if np.any(live):
         out[..., live] = np.clip((x[..., live] - lo_[live]) / span[live], 0.0, 1.0)
     return out
+
+
+def normalise_segments(
+    raw: npt.ArrayLike, lo: npt.ArrayLike, hi: npt.ArrayLike, owner: npt.ArrayLike
+) -> FloatArray:
+    """:func:`normalise_with` for many lists at once: row j of ``raw`` scaled with the bounds
+    ``lo[owner[j]]``, ``hi[owner[j]]`` (float64[S, k] each). The same float operations per
+    entry, so each row is bit for bit what the per-list call gives."""
+    x, lo_, hi_ = (np.asarray(a, dtype=np.float64) for a in (raw, lo, hi))
+    rows = np.asarray(owner, dtype=np.intp)
+    span = hi_ - lo_
+    out = np.zeros_like(x)
+    np.divide(x - lo_[rows], span[rows], out=out, where=(span > 0)[rows])
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def fuse_rows(normalised: npt.ArrayLike, weights: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """:func:`fuse` with one weight vector per row (float64[n, k], each on the simplex: the
+    caller's invariant, not checked): the scores of many lists in one pass, each row bit for
+    bit what :func:`fuse` gives it with its own weights."""
+    s = np.asarray(normalised, dtype=np.float64)
+    contributions = s * np.asarray(weights, dtype=np.float64)
+    scores = np.zeros(s.shape[0], dtype=np.float64)
+    for column in range(s.shape[1]):  # the same summation order as fuse
+        scores += contributions[:, column]
+    return scores, contributions
+
+
+def top_per_segment(scores: npt.ArrayLike, sizes: npt.ArrayLike, n: int) -> IntArray:
+    """Per segment (consecutive runs of ``sizes[s]`` scores) the positions, into ``scores``,
+    of its ``n`` best, best first, ties to the lower position: row s of int[S, n], −1 past
+    the segment's size. Segment s alone gives ``argsort(-scores, kind="stable")[:n]``."""
+    s = np.asarray(scores, dtype=np.float64)
+    counts = np.asarray(sizes, dtype=np.intp)
+    out = np.full((counts.size, n), -1, dtype=np.intp)
+    if s.size == 0 or n <= 0:
+        return out
+    seg = np.repeat(np.arange(counts.size), counts)
+    order = np.lexsort((-s, seg))  # stable: equal scores keep their position order
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    place = np.arange(s.size) - starts[seg[order]]
+    keep = place < n
+    out[seg[order][keep], place[keep]] = order[keep]
+    return out

@@ -46,10 +46,16 @@ from recstream.models.batch_signals import (
 )
 from recstream.models.catalog import Catalog
 from recstream.models.covisitation import pair_increments
-from recstream.models.diversity import mmr_select
+from recstream.models.diversity import mmr_select_batch
 from recstream.models.errors import ConfigError, RecstreamError
-from recstream.models.exploration import allocate_from_posteriors
-from recstream.models.fusion import RankedItem, fuse, normalise_with
+from recstream.models.exploration import allocate_from_posteriors, exploration_slots
+from recstream.models.fusion import (
+    RankedItem,
+    fuse_rows,
+    normalise_segments,
+    normalise_with,
+    top_per_segment,
+)
 from recstream.models.interest_posterior import category_evidence_from_text
 from recstream.models.interest_state import InterestEvent, InterestParams
 from recstream.models.model_signal import ModelSignal, model_candidates, model_column
@@ -445,30 +451,44 @@ class Recommender:
     # --- rank ----------------------------------------------------------------------------------
     def rank(self, applied: Applied) -> list[RecList]:
         """Lists for the published requests of `applied`, in event order; feedback moves the
-        users' weights (and each shard's global copy, carried in that shard's delta)."""
+        users' weights (and each shard's global copy, carried in that shard's delta).
+
+        Two passes. A walk in event order applies feedback and fixes each list's weights: the
+        η update needs the consumed item's signal row and the mean row of the pool of the list
+        it answers, which that list's pool gives before the list is ranked. Then the lists are
+        fused, cut and diversified together. With ``feedback_baseline="served"`` μ is the
+        served list itself, so the walk first ranks the lists staged so far."""
         reqs = applied.requests
         if not reqs:
             return []
         sig = self._batch_signals(reqs)
         self._gw_memo.clear()  # the shards' copies move from batch to batch
-        own: dict[int, WeightState] = {}
-        probes: dict[str, tuple[str, npt.NDArray[np.float64]]] = {}
         arms = self._arm_order(sig.ctx) if self.params.exploration_share > 0 else None
-        lists: list[RecList] = []
+        walk = BatchWalk(reqs, sig, applied.states, arms, self.params.served_kept)
         for i, req in enumerate(reqs):
             rec = applied.states[req.user_id]
             if req.feedback is not None:
-                self._feedback(rec, req, probes.pop(req.user_id, None), own)
+                self._feedback(rec, req, walk.probes.pop(req.user_id, None), walk)
             if req.probe is not None and i in sig.probe_at:
-                probes[req.user_id] = (req.probe, sig.probe_raw[sig.probe_at[i]])
+                walk.probes[req.user_id] = (req.probe, i)
             if req.publish:
-                lists.append(self._rank_one(req, rec, sig, i, own, arms))
+                walk.stage(i, self._list_weights(req, rec, walk.own))
+        self._rank_staged(walk)
+        lists = [walk.lists[i] for i in sorted(walk.lists)]
         latest = {lst.user_id: lst for lst in lists}  # one conversion per user and batch
         for user_id, lst in latest.items():
             applied.states[user_id].last_list = lst.to_dict(None)
-        for shard, w in own.items():  # only the shards whose copy feedback moved
-            applied.delta(shard).weights = w.weights.tolist()
+        for shard, ws in walk.own.items():  # only the shards whose copy feedback moved
+            applied.delta(shard).weights = ws.weights.tolist()
         return lists
+
+    def _list_weights(
+        self, req: Request, rec: UserRecord, own: dict[int, WeightState]
+    ) -> npt.NDArray[np.float64] | None:
+        """The fusion weights of `req`'s list as of now (None for the popularity ranker)."""
+        if self.params.ranker != FUSED:
+            return None
+        return rec.weights.effective(self._global_for(req.shard, own), self.params.weight_shrinkage)
 
     def _batch_signals(self, reqs: Sequence[Request]) -> BatchSignals:
         """Candidates and signals of every request at once (weights do not enter here)."""
@@ -515,7 +535,10 @@ class Recommender:
             raw[:, SASREC] = model_column(model[1], model[0], rows, owner)
         n = int(offsets[-1])
         lo, hi = segment_bounds(raw[:n], offsets)
-        return BatchSignals(ctx, sem_rows, pools, offsets, raw[:n], lo, hi, raw[n:], probe_at)
+        norm = normalise_segments(raw[:n], lo, hi, owner[:n])
+        return BatchSignals(
+            ctx, sem_rows, pools, offsets, raw[:n], lo, hi, raw[n:], probe_at, rows[:n], norm
+        )
 
     def _model_scores(
         self, reqs: Sequence[Request]
@@ -537,7 +560,9 @@ class Recommender:
         if n <= 0:
             return pool
         top = model_candidates(scores, sem, n, self.catalog.id_rank())
-        return np.concatenate([pool, top[~np.isin(top, pool)]]).astype(np.int64)
+        seen = np.zeros(self.catalog.rows, dtype=bool)  # a mask: np.isin sorts both arrays
+        seen[pool] = True
+        return np.concatenate([pool, top[~seen[top]]]).astype(np.int64)
 
     def _neighbour_signals(self, reqs: Sequence[Request]) -> tuple[list[CoVisits], list[CoVisits]]:
         """Per request, its co-visit and sequence scores (empty where no list or probe needs
@@ -588,86 +613,153 @@ class Recommender:
         self,
         rec: UserRecord,
         req: Request,
-        probe: tuple[str, npt.NDArray[np.float64]] | None,
-        own: dict[int, WeightState],
+        probe: tuple[str, int] | None,
+        walk: BatchWalk,
     ) -> None:
         assert req.feedback is not None
         item_id, sign, rec_id = req.feedback
-        served = rec.served_list(rec_id)
-        if served is None or not served.items:
+        ref = walk.served_ref(req.user_id, rec_id)
+        if isinstance(ref, int) and walk.waits_for_lists(self.params):
+            self._rank_staged(walk)
+            ref = walk.served.get(ref)
+        if ref is None:
             return
+        if isinstance(ref, int):
+            found = self._pool_feedback(walk.sig, ref, item_id, probe)
+        else:
+            found = self._served_feedback(walk.sig, ref, item_id, probe)
+        if found is None:
+            return
+        d, mu = found
+        if rec.weights.update(d, mu, self.eta, sign=sign):
+            self._weights_for(walk.own, req.shard).update(d, mu, self.eta_global, sign=sign)
+
+    def _served_feedback(
+        self, sig: BatchSignals, served: ServedList, item_id: str, probe: tuple[str, int] | None
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+        """(d, μ) from a list as served (a batch before this one's, or any with the
+        "served" baseline); None when it cannot teach."""
+        if not served.items:
+            return None
         if self.params.feedback_baseline == "pool" and served.pool_mean is not None:
             mu = np.asarray(served.pool_mean, dtype=np.float64)
         else:
             mu = np.mean(np.asarray(list(served.items.values()), dtype=np.float64), axis=0)
         if item_id in served.items:
-            d = np.asarray(served.items[item_id], dtype=np.float64)
-        elif probe is not None and probe[0] == item_id:
-            d = normalise_with(probe[1], served.lo, served.hi)
-        else:
-            return  # the item was not in the catalogue when the list was served
-        if rec.weights.update(d, mu, self.eta, sign=sign):
-            self._weights_for(own, req.shard).update(d, mu, self.eta_global, sign=sign)
+            return np.asarray(served.items[item_id], dtype=np.float64), mu
+        if probe is not None and probe[0] == item_id:
+            return normalise_with(sig.probe_row(probe[1]), served.lo, served.hi), mu
+        return None  # the item was not in the catalogue when the list was served
 
-    def _rank_one(
-        self,
-        req: Request,
-        rec: UserRecord,
-        sig: BatchSignals,
-        i: int,
-        own: dict[int, WeightState],
-        arms: ArmOrder | None,
-    ) -> RecList:
+    def _pool_feedback(
+        self, sig: BatchSignals, k: int, item_id: str, probe: tuple[str, int] | None
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+        """(d, μ) for feedback on request k's list of this batch, from its pool: μ its mean
+        normalised row, d the item's row in it (the row the list served, or would have), else
+        the probe's row under the list's bounds. None for an empty pool."""
+        a, b = int(sig.offsets[k]), int(sig.offsets[k + 1])
+        if b == a:
+            return None
+        mu = sig.norm[a:b].mean(axis=0)
+        row = self.catalog.row_of.get(item_id)
+        at = np.flatnonzero(sig.pools[k] == row) if row is not None else None
+        if at is not None and at.size:
+            return sig.norm[a + int(at[0])], mu
+        if probe is not None and probe[0] == item_id:
+            return normalise_with(sig.probe_row(probe[1]), sig.lo[k], sig.hi[k]), mu
+        return None
+
+    def _rank_staged(self, walk: BatchWalk) -> None:
+        """Rank every list the walk has staged, together."""
+        idx, walk.pending = walk.pending, []
+        if not idx:
+            return
+        if self.params.ranker == POPULARITY:
+            for i in idx:
+                walk.lists[i] = self._popular_list(walk.reqs[i], walk.sig, i)
+            return
+        fused = self._fuse_staged(walk.sig, idx, walk.weights)
+        for j, i in enumerate(idx):
+            walk.lists[i] = self._fused_list(walk, i, fused, j)
+
+    def _fuse_staged(
+        self, sig: BatchSignals, idx: Sequence[int], weights: Mapping[int, npt.NDArray[np.float64]]
+    ) -> StagedFusion:
+        """Scores of the staged lists' candidates, each list's MMR picks among its best."""
         p = self.params
+        at = np.asarray(idx, dtype=np.int64)
+        starts, ends = sig.offsets[at], sig.offsets[at + 1]
+        sizes = ends - starts
+        pos = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
+        seg = np.repeat(np.arange(at.size), sizes)
+        w = np.asarray([weights[i] for i in idx], dtype=np.float64)
+        scores, contributions = fuse_rows(sig.norm[pos], w[seg])
+        tops = top_per_segment(scores, sizes, p.k * p.mmr_pool)
+        chosen = self._mmr_staged(sig, at, tops, scores, pos)
+        return StagedFusion(pos, scores, contributions, chosen)
+
+    def _mmr_staged(
+        self,
+        sig: BatchSignals,
+        at: IntArray,
+        tops: npt.NDArray[np.intp],
+        scores: npt.NDArray[np.float64],
+        pos: IntArray,
+    ) -> list[IntArray]:
+        """Per staged list, the positions (into the staged rows) it shows, in order."""
+        p = self.params
+        n_top = (tops >= 0).sum(axis=1)
+        chosen = [tops[j, : min(p.k, int(n))] for j, n in enumerate(n_top.tolist())]
+        diverse = np.flatnonzero(n_top > 1) if p.mmr_trade_off < 1.0 else np.zeros(0, np.int64)
+        if not diverse.size:
+            return chosen
+        width = tops.shape[1]
+        rel = np.zeros((diverse.size, width))
+        sims = np.zeros((diverse.size, width, width))
+        for d, j in enumerate(diverse.tolist()):
+            n, top = int(n_top[j]), tops[j, : n_top[j]]
+            # float64: a float32 product rounds differently with the arrays' alignment and
+            # shape, and MMR's near-ties would then pick differently in the two runners.
+            vecs = self.catalog.vectors[sig.rows_at(pos[top])].astype(np.float64)
+            sims[d, :n, :n] = vecs @ vecs.T
+            rel[d, :n] = scores[top]
+        picks = mmr_select_batch(rel, sims, n_top[diverse], p.k, p.mmr_trade_off)
+        for d, j in enumerate(diverse.tolist()):
+            got = picks[d]
+            chosen[j] = tops[j][got[got >= 0]]
+        return chosen
+
+    def _fused_list(self, walk: BatchWalk, i: int, fused: StagedFusion, j: int) -> RecList:
+        p, sig, req = self.params, walk.sig, walk.reqs[i]
+        rec = walk.states[req.user_id]
         rec_id = rec_id_for(req.user_id, req.event_id)
-        bounds = None
-        if p.ranker == POPULARITY:
-            items = self._popular_items(req, sig.sem_rows[i], sig.ctx)
-            weights: dict[str, float] = {POPULARITY: 1.0}
-        else:
-            a, b = int(sig.offsets[i]), int(sig.offsets[i + 1])
-            w = rec.weights.effective(self._global_for(req.shard, own), p.weight_shrinkage)
-            normalised = normalise_with(sig.raw[a:b], sig.lo[i], sig.hi[i])
-            items = self._fuse(sig.pools[i], normalised, w)
-            if arms is not None:
-                items = self._explore(items, req, arms)
-            bounds = {"lo": sig.lo[i].tolist(), "hi": sig.hi[i].tolist()}
-            weights = dict(zip(SIGNAL_NAMES, w.tolist(), strict=True))
-            served = ServedList(
-                rec_id,
-                {r.item_id: [r.signals[n] for n in SIGNAL_NAMES] for r in items if r.signals},
-                bounds["lo"],
-                bounds["hi"],
-                normalised.mean(axis=0).tolist()
-                if p.feedback_baseline == "pool" and b > a
-                else None,
-            )
-            rec.served = [*rec.served, served][-p.served_kept :]
-        lst = RecList(
+        items = self._ranked_items(sig, fused, j)
+        if walk.arms is not None:
+            items = self._explore(items, req, walk.arms)
+        a, b = int(sig.offsets[i]), int(sig.offsets[i + 1])
+        bounds = {"lo": sig.lo[i].tolist(), "hi": sig.hi[i].tolist()}
+        served = ServedList(
+            rec_id,
+            {r.item_id: [r.signals[n] for n in SIGNAL_NAMES] for r in items if r.signals},
+            bounds["lo"],
+            bounds["hi"],
+            sig.norm[a:b].mean(axis=0).tolist()
+            if p.feedback_baseline == "pool" and b > a
+            else None,
+        )
+        rec.served = [*rec.served, served][-p.served_kept :]
+        walk.served[i] = served
+        weights = dict(zip(SIGNAL_NAMES, walk.weights[i].tolist(), strict=True))
+        return RecList(
             req.user_id, rec_id, req.event_id, req.inputs.at_ts, p.ranker, items, weights,
             top_interests(req.evidence, 3), bounds, sig.pools[i], self.model_version,
         )  # fmt: skip
-        return lst
 
-    def _fuse(
-        self, pool: IntArray, normalised: npt.NDArray[np.float64], w: npt.NDArray[np.float64]
-    ) -> list[RankedItem]:
-        if pool.size == 0:
-            return []
-        p = self.params
-        scores, contributions = fuse(normalised, w)
-        top = np.argsort(-scores, kind="stable")[: p.k * p.mmr_pool]
-        if p.mmr_trade_off < 1.0 and top.size > 1:
-            # float64: a float32 product rounds differently with the arrays' alignment and
-            # shape, and MMR's near-ties would then pick differently in the two runners.
-            vecs = self.catalog.vectors[pool[top]].astype(np.float64)
-            sims = vecs @ vecs.T
-            chosen = [int(top[j]) for j in mmr_select(scores[top], sims, p.k, p.mmr_trade_off)]
-        else:
-            chosen = [int(i) for i in top[: p.k]]
+    def _ranked_items(self, sig: BatchSignals, fused: StagedFusion, j: int) -> list[RankedItem]:
+        chosen = fused.chosen[j]
         ids = self.catalog.ids
         # One conversion per list rather than per item: this runs for every list.
-        rows = pool[chosen].tolist()
+        rows = sig.rows_at(fused.pos[chosen]).tolist()
         return [
             RankedItem(
                 ids[r],
@@ -677,9 +769,9 @@ class Recommender:
             )
             for r, s, c, n in zip(
                 rows,
-                scores[chosen].tolist(),
-                contributions[chosen].tolist(),
-                normalised[chosen].tolist(),
+                fused.scores[chosen].tolist(),
+                fused.contributions[chosen].tolist(),
+                sig.norm[fused.pos[chosen]].tolist(),
                 strict=True,
             )
         ]
@@ -718,6 +810,14 @@ class Recommender:
             ranked, alpha[live], beta[live], items, p.exploration_share, p.k, generator
         )
 
+    def _popular_list(self, req: Request, sig: BatchSignals, i: int) -> RecList:
+        items = self._popular_items(req, sig.sem_rows[i], sig.ctx)
+        return RecList(
+            req.user_id, rec_id_for(req.user_id, req.event_id), req.event_id, req.inputs.at_ts,
+            self.params.ranker, items, {POPULARITY: 1.0}, top_interests(req.evidence, 3), None,
+            sig.pools[i], self.model_version,
+        )  # fmt: skip
+
     def _popular_items(
         self, req: Request, sem: npt.NDArray[np.float32], ctx: BatchContext
     ) -> list[RankedItem]:
@@ -745,6 +845,85 @@ class BatchSignals:
     hi: npt.NDArray[np.float64]
     probe_raw: npt.NDArray[np.float64]
     probe_at: dict[int, int]
+    #: The catalogue row of each candidate (the pools concatenated, aligned with ``raw``).
+    rows: IntArray
+    #: ``raw`` normalised with each request's bounds (normalise_with, per request).
+    norm: npt.NDArray[np.float64]
+
+    def rows_at(self, positions: npt.ArrayLike) -> IntArray:
+        """The catalogue rows of candidate positions (into ``raw``)."""
+        return np.asarray(self.rows[np.asarray(positions, dtype=np.intp)], dtype=np.int64)
+
+    def probe_row(self, i: int) -> npt.NDArray[np.float64]:
+        """The raw signal row of request i's probed item."""
+        return self.probe_raw[self.probe_at[i]]
+
+
+@dataclass(frozen=True)
+class StagedFusion:
+    """The staged lists' fusion: per candidate (positions into ``BatchSignals.raw`` in
+    ``pos``) its score and contributions; per list the candidates it shows, in order, as
+    indices into these arrays."""
+
+    pos: IntArray
+    scores: npt.NDArray[np.float64]
+    contributions: npt.NDArray[np.float64]
+    chosen: list[IntArray]
+
+
+@dataclass
+class BatchWalk:
+    """One batch's walk in event order: the shards' moved weight copies, each user's pending
+    probe (item, request index), the lists staged (with their weights) and ranked, and per
+    user the served lists feedback may name: those of earlier batches (`UserRecord.served`)
+    and this batch's (request indices), the last `served_kept` of them."""
+
+    reqs: Sequence[Request]
+    sig: BatchSignals
+    states: Mapping[str, UserRecord]
+    arms: ArmOrder | None
+    served_kept: int
+    own: dict[int, WeightState] = field(default_factory=dict)
+    probes: dict[str, tuple[str, int]] = field(default_factory=dict)
+    weights: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
+    pending: list[int] = field(default_factory=list)
+    lists: dict[int, RecList] = field(default_factory=dict)
+    served: dict[int, ServedList] = field(default_factory=dict)
+    refs: dict[str, list[ServedList | int]] = field(default_factory=dict)
+
+    def stage(self, i: int, weights: npt.NDArray[np.float64] | None) -> None:
+        """Request i's list is to be ranked with `weights` (None: no served list, the
+        popularity ranker)."""
+        self.pending.append(i)
+        if weights is not None:
+            self.weights[i] = weights
+            refs = self._refs(self.reqs[i].user_id)
+            refs.append(i)
+            del refs[: -self.served_kept]
+
+    def served_ref(self, user_id: str, rec_id: str | None) -> ServedList | int | None:
+        """The served list `rec_id` names, else the user's latest (None: none served), as
+        `UserRecord.served_list` finds it."""
+        refs = self._refs(user_id)
+        for ref in refs:
+            if isinstance(ref, ServedList):
+                if ref.rec_id == rec_id:
+                    return ref
+            elif rec_id_for(user_id, self.reqs[ref].event_id) == rec_id:
+                return ref
+        return refs[-1] if refs else None
+
+    def waits_for_lists(self, params: EngineParams) -> bool:
+        """Whether feedback on a list of this batch needs the list ranked first: μ is the
+        served list's mean, or exploration may take every slot (a list without fused
+        items teaches nothing)."""
+        slots = exploration_slots(params.exploration_share, params.k)
+        return params.feedback_baseline == "served" or (self.arms is not None and slots >= params.k)
+
+    def _refs(self, user_id: str) -> list[ServedList | int]:
+        if user_id not in self.refs:
+            self.refs[user_id] = list(self.states[user_id].served)
+        return self.refs[user_id]
 
 
 class FreeItems(Sequence[str]):

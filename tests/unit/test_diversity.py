@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from recstream.models.diversity import intra_list_diversity, mmr, mmr_indices, mmr_select
+from recstream.models.diversity import (
+    intra_list_diversity,
+    mmr,
+    mmr_indices,
+    mmr_select,
+    mmr_select_batch,
+)
 from recstream.models.errors import ValidationError
 
 FAST = settings(max_examples=50, deadline=None)
@@ -208,3 +214,39 @@ def test_mmr_select_over_lists_and_over_arrays_pick_alike(
     relevance, vectors, k = case
     sims = gemv_similarities(vectors)
     assert _mmr_over_lists(relevance, sims, k, lam) == _mmr_over_arrays(relevance, sims, k, lam)
+
+
+# --- mmr_select_batch: every list's MMR one step at a time ----------------------------------
+
+
+@FAST
+@given(
+    st.lists(st.integers(0, 12), min_size=1, max_size=6),
+    st.integers(0, 8),
+    st.sampled_from([0.0, 0.3, 0.8, 1.0]),
+    st.integers(0, 2**16),
+    st.booleans(),
+)
+def test_mmr_select_batch_equals_mmr_select_per_list(
+    sizes: list[int], k: int, lam: float, seed: int, coarse: bool
+) -> None:
+    """Each row is mmr_select of that list alone, whatever the other lists (coarse values
+    make ties in relevance and objective common)."""
+    rng = np.random.default_rng(seed)
+    width = max(sizes)
+    rel = np.zeros((len(sizes), width))
+    sims = np.zeros((len(sizes), width, width))
+    expected = []
+    for j, n in enumerate(sizes):
+        r = rng.random(n)
+        vecs = rng.normal(size=(n, 4))
+        if coarse:
+            r = np.round(r, 1)
+            vecs = np.round(vecs)
+        s = gemv_similarities(vecs)
+        rel[j, :n], sims[j, :n, :n] = r, s
+        rel[j, n:] = 5.0  # padding must never be picked
+        expected.append(mmr_select(r, s, k, lam))
+    picks = mmr_select_batch(rel, sims, sizes, k, lam)
+    assert picks.shape == (len(sizes), min(k, width))
+    assert [[int(x) for x in row if x >= 0] for row in picks] == expected

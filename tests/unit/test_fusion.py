@@ -3,6 +3,8 @@ with given bounds."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -13,9 +15,12 @@ from hypothesis.extra.numpy import arrays
 from recstream.models.errors import ValidationError
 from recstream.models.fusion import (
     fuse,
+    fuse_rows,
+    normalise_segments,
     normalise_signals,
     normalise_with,
     top_k,
+    top_per_segment,
 )
 from recstream.models.weights import project_to_simplex
 
@@ -118,3 +123,41 @@ def test_normalise_with_own_bounds_is_normalise_signals(raw: npt.NDArray[np.floa
     assert np.allclose(normalise_with(raw, lo, hi), normalise_signals(raw), atol=1e-12)
     # One row on a list's scale: the row's own entry of the matrix.
     assert np.allclose(normalise_with(raw[2], lo, hi), normalise_signals(raw)[2], atol=1e-12)
+
+
+# --- many lists at once: bit for bit the per-list functions ---------------------------------
+
+
+@st.composite
+def segmented(draw: st.DrawFn) -> tuple[list[int], npt.NDArray[np.float64]]:
+    sizes = draw(st.lists(st.integers(0, 6), min_size=1, max_size=5))
+    values = draw(
+        arrays(np.float64, (sum(sizes), 3), elements=st.sampled_from([0.0, 0.25, 1.0, 3.5, -2.0]))
+    )
+    return sizes, values
+
+
+@FAST
+@given(segmented(), st.integers(0, 2**16))
+def test_segment_functions_equal_the_per_list_ones(
+    data: tuple[list[int], npt.NDArray[np.float64]], seed: int
+) -> None:
+    sizes, raw = data
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    bounds = [(int(a), int(b)) for a, b in itertools.pairwise(starts.tolist())]
+    lo = np.stack([raw[a:b].min(axis=0) if b > a else np.zeros(3) for a, b in bounds])
+    hi = np.stack([raw[a:b].max(axis=0) if b > a else np.zeros(3) for a, b in bounds])
+    norm = normalise_segments(raw, lo, hi, owner)
+    weights = np.stack([project_to_simplex(rng.random(3)) for _ in sizes])
+    scores, contributions = fuse_rows(norm, weights[owner])
+    tops = top_per_segment(scores, sizes, 4)
+    for s, (a, b) in enumerate(bounds):
+        alone = normalise_with(raw[a:b], lo[s], hi[s])
+        assert np.array_equal(norm[a:b], alone)
+        own_scores, own_contributions = fuse(alone, weights[s])
+        assert np.array_equal(scores[a:b], own_scores)
+        assert np.array_equal(contributions[a:b], own_contributions)
+        best = np.argsort(-own_scores, kind="stable")[:4] + a
+        assert tops[s][tops[s] >= 0].tolist() == best.tolist()

@@ -25,6 +25,7 @@ from recstream.models.interest_state import InterestParams
 from recstream.models.recommender import (
     SIGNAL_NAMES,
     Applied,
+    BatchWalk,
     EngineParams,
     Event,
     RecList,
@@ -543,3 +544,48 @@ def test_a_record_from_before_the_sequence_signal_is_upgraded() -> None:
     assert rec.weights.weights[SIGNAL_NAMES.index("sequence")] == 0.0
     assert rec.weights.n == 3  # feedback on a six-signal list is skipped, not misread
     assert [s.rec_id for s in rec.served] == [lists[0].rec_id]
+
+
+@FAST
+@given(event_lists(max_size=10))
+def test_ranking_lists_together_equals_ranking_each_before_the_next_feedback(
+    events: list[Event],
+) -> None:
+    """The walk takes feedback on a list of the same batch from that list's pool (d: the
+    item's row, μ: the pool's mean) and ranks every list at the end; forcing it to rank the
+    staged lists before each such feedback (the served-list path) changes nothing."""
+    together = run(events)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(BatchWalk, "waits_for_lists", lambda self, params: True)
+        one_by_one = run(events)
+    assert [as_plain(x) for x in together[1]] == [as_plain(x) for x in one_by_one[1]]
+    assert {u: r.to_bytes() for u, r in together[0].states.items()} == {
+        u: r.to_bytes() for u, r in one_by_one[0].states.items()
+    }
+    assert {s: d.to_dict() for s, d in together[0].deltas.items()} == {
+        s: d.to_dict() for s, d in one_by_one[0].deltas.items()
+    }
+
+
+@FAST
+@given(event_lists(max_size=8))
+def test_the_served_baseline_learns_from_the_served_lists_of_the_batch(
+    events: list[Event],
+) -> None:
+    """With μ the served list's mean the walk ranks before each feedback: every list valid,
+    and the same inputs give the same lists."""
+    params = replace(PARAMS, feedback_baseline="served")
+    _, a = run(events, params=params)
+    _, b = run(events, params=params)
+    for lst in a:
+        check_list(lst)
+    assert [as_plain(x) for x in a] == [as_plain(x) for x in b]
+
+
+def test_served_baseline_feedback_within_a_batch_moves_the_weights() -> None:
+    first = ev("u0", 1, "view", ITEMS[20])
+    params = replace(PARAMS, feedback_baseline="served")
+    _, lists = run([first], params=params)
+    clicked = next(r.item_id for r in lists[0].items if not r.explored)
+    applied, _ = run([first, ev("u0", 2, "click", clicked)], params=params)
+    assert applied.states["u0"].weights.n == STATES["u0"].weights.n + 1
