@@ -1,12 +1,15 @@
 """Catalog agents: items topic → embeddings → the `catalog` GlobalTable on every worker.
 
 A null value (tombstone) deletes the item. Invalid items go to the dead letters. An item whose
-text is already in the vector cache gets its vector at once; the others wait for the batched
-item embedder (see embedding.py for the whole flow).
+text is already in the vector cache (or unchanged) gets its entry at once; the others are
+encoded together, one call per micro-batch, and their entries written with the vector: one
+catalog record per item (see embedding.py for the whole flow).
 """
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import faust
@@ -21,7 +24,6 @@ from recstream.config.settings import Settings
 from recstream.models.errors import ValidationError
 from recstream.models.item_text import item_text, text_key
 from recstream.streams.codecs import Limits, decode_item
-from recstream.streams.records import EmbedRequest
 from recstream.streams.topics import Topics
 
 
@@ -45,8 +47,8 @@ def register_catalog(
     tables: Tables,
     runtime: EmbeddingRuntime,
 ) -> dict[str, faust.types.AgentT]:
-    """The catalogue agents: items → catalog table (+ embed requests), embed requests →
-    vectors (micro-batches), vectors → the catalog entry whose text they embed."""
+    """The catalogue agents: items → catalog table (embedded in micro-batches), vectors
+    made elsewhere → the catalog entry whose text they embed."""
 
     def write(
         item_id: str,
@@ -64,7 +66,6 @@ def register_catalog(
 
     return {
         "items": _items_agent(app, settings, topics, tables, runtime, write),
-        "item_embedder": _embedder_agent(app, settings, topics, tables, runtime, write),
         "item_vectors": _vectors_agent(app, settings, topics, tables, write),
     }
 
@@ -116,6 +117,16 @@ def catalog_entry(
     return entry, text, tkey
 
 
+@dataclass
+class Staged:
+    """A batch of items read: the misses to embed (item → its event, entry and text, in
+    arrival order; fixed once their encoding starts) and the batch's events (acked once the
+    misses are written)."""
+
+    events: list[Any]
+    misses: dict[str, tuple[Any, dict[str, Any], str]] = field(default_factory=dict)
+
+
 def _items_agent(
     app: faust.App,
     settings: Settings,
@@ -127,73 +138,97 @@ def _items_agent(
     limits = Limits.from_settings(settings)
     guard = OffsetGapGuard(app, [topics.items.get_topic_name()])
 
+    async def stage(events: list[Any], model_id: str, waiting: dict[str, Staged]) -> Staged:
+        """Decode a batch in order: dead letters and deletions now, entries whose vector is
+        known (cache, unchanged text) written now, the rest held for one encode call. A later
+        record of an item supersedes its earlier one still waiting (`waiting`: item → the
+        batch holding its miss)."""
+        staged = Staged(events)
+        for event in events:
+            item_id, entry, text = await _decoded(event, topics, tables, runtime, model_id, limits)
+            if item_id is None:
+                continue
+            if waiting.pop(item_id, None) is staged:
+                del staged.misses[item_id]  # this batch's earlier record: not encoded yet
+            if entry is None or entry["vec"] is not None or not text:
+                with as_current_event(event):
+                    write(item_id, entry)
+            else:
+                staged.misses[item_id] = (event, entry, text)
+                waiting[item_id] = staged
+        return staged
+
+    async def complete(staged: Staged, stream: faust.StreamT, waiting: dict[str, Staged]) -> None:
+        """Encode the batch's misses in one call, write the entries no later record
+        superseded meanwhile, then ack the batch."""
+        keys = [e["text_key"] for _, e, _ in staged.misses.values()]
+        texts = [t for _, _, t in staged.misses.values()]
+        vectors = await runtime.embed(keys, texts) if keys else []
+        for (item_id, (event, entry, _)), vec in zip(staged.misses.items(), vectors, strict=True):
+            if waiting.get(item_id) is not staged:
+                continue  # a later record of the item was handled meanwhile
+            del waiting[item_id]
+            with as_current_event(event):
+                text = None if vec is None else encode_vector(vec)
+                write(item_id, dict(entry, vec=text), vec, False)
+        runtime.maybe_refresh_clusters()
+        for event in staged.events:
+            await stream.ack(event)
+
     @app.agent(topics.items, name=f"{settings.app_id}.items", concurrency=1)
     async def items(stream: faust.StreamT) -> None:
-        encoder = await runtime.encoder()
-        async for event in guard.events(stream):
-            key = event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None
-            if event.value is None or event.value == b"":
-                if not key:
-                    await send_dead_letter(
-                        topics, event, ValidationError("tombstone without an item_id key")
-                    )
-                else:
-                    write(key, None)
-                continue
-            try:
-                item = decode_item(event.value, limits)
-            except ValidationError as exc:
-                await send_dead_letter(topics, event, exc)
-                continue
-            except Exception as exc:
-                await send_dead_letter(topics, event, ValidationError(f"undecodable: {exc!r}"))
-                continue
-            previous = tables.catalog.get(item.item_id)
-            entry, text, tkey = catalog_entry(item, encoder.model_id, runtime, previous, settings)
-            write(item.item_id, entry)
-            if entry["vec"] is None:
-                await topics.item_embed.send(
-                    key=item.item_id,
-                    value=EmbedRequest(item_id=item.item_id, text=text, text_key=tkey),
-                )
+        # One hop: the agent embeds its own batches. Batch N+1 is read and decoded while N is
+        # encoded (in a thread) and written, so the encoder waits neither for records that
+        # have arrived nor for their decoding; each batch is acked after its entries.
+        model_id = (await runtime.encoder()).model_id
+        waiting: dict[str, Staged] = {}
+        inflight: asyncio.Future[None] | None = None
+        batches = guard.prefetched_batches(
+            stream, settings.embed_batch_size, settings.embed_wait_s, ack=False
+        )
+        try:
+            async for events in batches:
+                staged = await stage(events, model_id, waiting)
+                if inflight is not None:
+                    await inflight  # one batch in the encoder at a time, acked in order
+                inflight = asyncio.ensure_future(complete(staged, stream, waiting))
+            if inflight is not None:
+                await inflight
+        finally:
+            if inflight is not None and not inflight.done():
+                inflight.cancel()  # its records are not acked: they are read again
 
     return items
 
 
-def _embedder_agent(
-    app: faust.App,
-    settings: Settings,
+async def _decoded(
+    event: Any,
     topics: Topics,
     tables: Tables,
     runtime: EmbeddingRuntime,
-    write: Write,
-) -> faust.types.AgentT:
-    guard = OffsetGapGuard(app, [topics.item_embed.get_topic_name()])
-
-    @app.agent(topics.item_embed, name=f"{settings.app_id}.item-embedder", concurrency=1)
-    async def item_embedder(stream: faust.StreamT) -> None:
-        # Read ahead while a batch is encoded (take_events would stop the stream meanwhile,
-        # then wait embed_wait_s to fill the next batch): the encoder never waits for records
-        # that have already arrived.
-        batches = guard.prefetched_batches(stream, settings.embed_batch_size, settings.embed_wait_s)
-        async for events in batches:
-            batch = [event.value for event in events]
-            vectors = await runtime.embed([r.text_key for r in batch], [r.text for r in batch])
-            # Written into the catalog here, not sent on through item-vectors: this worker
-            # owns the item's partition either way, and that hop cost a 2 KB record out and
-            # back in, its JSON and a second base64 decode per item. The cluster refit check
-            # runs once for the batch.
-            for event, req, vec in zip(events, batch, vectors, strict=True):
-                if vec is None:  # empty text: the entry keeps vec None
-                    continue
-                # The request's event is the table write's context: its partition is the
-                # item's (item-embed is keyed and partitioned like items and the catalog).
-                with as_current_event(event):
-                    text = encode_vector(vec)
-                    attach_vector(tables, write, req.item_id, req.text_key, text, vec, False)
-            runtime.maybe_refresh_clusters()
-
-    return item_embedder
+    model_id: str,
+    limits: Limits,
+) -> tuple[str | None, dict[str, Any] | None, str]:
+    """(item id, catalog entry or None for a deletion, item text) of an items record; item id
+    None when the record went to the dead letters."""
+    key = event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None
+    if event.value is None or event.value == b"":
+        if key:
+            return key, None, ""
+        await send_dead_letter(topics, event, ValidationError("tombstone without an item_id key"))
+        return None, None, ""
+    try:
+        item = decode_item(event.value, limits)
+    except ValidationError as exc:
+        await send_dead_letter(topics, event, exc)
+        return None, None, ""
+    except Exception as exc:
+        await send_dead_letter(topics, event, ValidationError(f"undecodable: {exc!r}"))
+        return None, None, ""
+    with as_current_event(event):
+        previous = tables.catalog.get(item.item_id)
+    entry, text, _ = catalog_entry(item, model_id, runtime, previous, runtime.settings)
+    return item.item_id, entry, text
 
 
 def _vectors_agent(

@@ -1,23 +1,23 @@
 """The embedding stage: catalog items and user text → vectors, in micro-batches.
 
-    items ──► items agent ──(cache miss)──► item-embed ──► item embedder (batched)
-      │           │ (cache hit: vector now)                        │ (the vectors)
-      │           ▼                                                ▼
-      │       catalog GlobalTable  ◄───────────────────────────────┘
-      │           │ (changelog, every worker)     ▲ item-vector agent ◄── item-vectors
-      │           ▼                                 (vectors made elsewhere)
+    items ──► items agent (micro-batches; cache hit: vector now, misses: one encode call)
+      │           ▼
+      │       catalog GlobalTable  ◄── item-vector agent ◄── item-vectors
+      │           │ (changelog, every worker)   (vectors made elsewhere)
+      │           ▼
       └──►  per-worker VectorIndex + category map (EmbeddingRuntime)
 
     events with text ──► user-texts ──► text embedder (batched) ──► user-text-vectors
                                                                       └─► user state agent
 
 Item batches are bounded by size (`embed_batch_size`) and wait (`embed_wait_s`: the longest
-the oldest request waits for company) and read ahead while a batch is encoded
-(`OffsetGapGuard.prefetched_batches`), so the encoder never waits for requests that have
-already arrived. Encoding runs in a worker thread (torch and ONNX Runtime release the GIL),
-so the event loop keeps serving other agents meanwhile. Vectors are cached in RocksDB
-(rocksdict) under `model id + sha256(text)`: a re-sent or unchanged item, or a restarted
-worker, costs no re-encoding, and a different model never reads another model's vectors.
+the oldest record waits for company) and read ahead (`OffsetGapGuard.prefetched_batches`);
+while one batch is encoded the next is decoded, so the encoder waits neither for records
+that have arrived nor for their decoding. Encoding runs in a worker thread (torch and ONNX
+Runtime release the GIL), so the event loop keeps serving other agents meanwhile. Vectors are
+cached in RocksDB (rocksdict) under `model id + sha256(text)`: a re-sent or unchanged item, or
+a restarted worker, costs no re-encoding, and a different model never reads another model's
+vectors.
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ class OffsetGapGuard:
                 stream._processors.remove(entered)  # type: ignore[attr-defined]
 
     async def prefetched_batches(
-        self, stream: faust.StreamT, max_: int, within: float
+        self, stream: faust.StreamT, max_: int, within: float, *, ack: bool = True
     ) -> AsyncIterator[list[Any]]:
         """Micro-batches of at most `max_` events, read ahead while the caller works.
 
@@ -195,7 +195,9 @@ class OffsetGapGuard:
         true. `within` is thus the longest an event waits for company, as the setting says.
 
         Dropped records (`admit` False) are acked at once; a batch's events when the next
-        batch is asked for (or the iteration ends), as with `batches`. Installs the guard.
+        batch is asked for (or the iteration ends), as with `batches`, or with `ack` False by
+        the caller (`stream.ack`), who may then keep a batch in work past the next one.
+        Installs the guard.
         """
         self.install(stream)
         ready: deque[tuple[float, Any]] = deque()  # (monotonic arrival, event), admitted
@@ -240,7 +242,7 @@ class OffsetGapGuard:
                 try:
                     yield batch
                 finally:
-                    for event in batch:
+                    for event in batch if ack else ():
                         await stream.ack(event)
         finally:
             reader.cancel()

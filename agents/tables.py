@@ -14,6 +14,7 @@ from typing import Any
 import faust
 
 from recstream.config.settings import Settings
+from recstream.streams.admin import table_partitions
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ def declare_tables(
         )
 
     s = settings
+    partitions = table_partitions(s)
     return Tables(
         # Raw keys (key_type bytes; str keys are written as UTF-8): a key's changelog
         # partition is that of the event that wrote it (the source topic is keyed by the raw
@@ -59,11 +61,11 @@ def declare_tables(
             "user-state",
             key_type=bytes,
             value_type=bytes,
-            partitions=s.events_partitions,
+            partitions=partitions["user-state"],
             default=None,
         ),
         # Co-partitioned with the items topic. Every changelog record read (recovery, other
         # workers' writes) also updates the worker's in-memory vector index.
-        catalog=global_table("catalog", s.items_partitions, on_catalog_change),
-        shared_deltas=global_table("shared-deltas", s.events_partitions, on_shared_delta),
+        catalog=global_table("catalog", partitions["catalog"], on_catalog_change),
+        shared_deltas=global_table("shared-deltas", partitions["shared-deltas"], on_shared_delta),
     )

@@ -29,11 +29,30 @@ def internal_topic(settings: Settings, name: str) -> str:
     return settings.topic(f"{settings.app_id}-{name}")
 
 
+def table_partitions(settings: Settings) -> dict[str, int]:
+    """Table name → partition count of the worker's tables (agents/tables.py declares them
+    from this): the per-user tables like `events`, the catalogue like `items`."""
+    return {
+        "user-state": settings.events_partitions,
+        "catalog": settings.items_partitions,
+        "shared-deltas": settings.events_partitions,
+    }
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """Faust's changelog topic of a table (`<app id>-<table>-changelog`)."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def changelog_topic_specs(settings: Settings) -> dict[str, int]:
+    """Full changelog topic name → partition count, for every table of the worker."""
+    return {changelog_topic(settings, t): n for t, n in table_partitions(settings).items()}
+
+
 def internal_topic_specs(settings: Settings) -> dict[str, int]:
     """Full topic name → partition count, for the internal stream topics agents consume
     (keyed like `items`, with its partition count, so every hop stays on the owner)."""
     return {
-        internal_topic(settings, "item-embed"): settings.items_partitions,
         internal_topic(settings, "item-vectors"): settings.items_partitions,
     }
 
@@ -42,10 +61,11 @@ def ensure_topics(
     settings: Settings, timeout_ms: int = 15_000, *, internal: bool = False
 ) -> list[str]:
     """Create missing topics; return the names created. With `internal`, the internal stream
-    topics too: a worker creates them before its Faust app starts, because Faust's group
-    assignment can read the metadata before the topics Faust itself just created appear
-    ("Ignoring missing topic") and then never assigns them (seen as a stage that never
-    embeds an item on a fresh app id).
+    topics and the tables' changelogs (compacted, as Faust makes them) too: a worker creates
+    them before its Faust app starts, because Faust's group assignment can read the metadata
+    before the topics Faust itself just created appear ("Ignoring missing topic") and then
+    never assigns them (seen as a stage that never embeds an item, and as a worker that never
+    took its shared-deltas changelog, on a fresh app id).
 
     An existing topic whose partition count differs from the settings is an error: tables
     are co-partitioned with their source topic, and Faust refuses a mismatch at run time.
@@ -55,7 +75,9 @@ def ensure_topics(
     )
     try:
         existing = set(admin.list_topics())
-        wanted = topic_specs(settings) | (internal_topic_specs(settings) if internal else {})
+        changelogs = changelog_topic_specs(settings) if internal else {}
+        wanted = topic_specs(settings) | changelogs
+        wanted |= internal_topic_specs(settings) if internal else {}
         present = [name for name in wanted if name in existing]
         if present:
             for desc in admin.describe_topics(present):
@@ -67,7 +89,12 @@ def ensure_topics(
                         f"{wanted[name]}; set the partition count to {have} or recreate the topic"
                     )
         missing = [
-            NewTopic(name, num_partitions=n, replication_factor=settings.replication_factor)
+            NewTopic(
+                name,
+                num_partitions=n,
+                replication_factor=settings.replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if name in changelogs else {},
+            )
             for name, n in wanted.items()
             if name not in existing
         ]

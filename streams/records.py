@@ -67,14 +67,6 @@ class DeadLetter(faust.Record, include_metadata=False, serializer="json"):
     ts: float
 
 
-class EmbedRequest(faust.Record, include_metadata=False, serializer="json"):
-    """Internal: an item text to embed (keyed by item_id). `text_key` = model id + text hash."""
-
-    item_id: str
-    text: str
-    text_key: str
-
-
 class ItemVector(faust.Record, include_metadata=False, serializer="json"):
     """Internal: an item's embedding (base64 float32, L2-normalised) for `text_key`."""
 

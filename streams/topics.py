@@ -9,7 +9,7 @@ import faust
 
 from recstream.config.settings import Settings
 from recstream.streams.admin import internal_topic, internal_topic_specs
-from recstream.streams.records import DeadLetter, EmbedRequest, ItemVector, Recommendation
+from recstream.streams.records import DeadLetter, ItemVector, Recommendation
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,6 @@ class Topics:
     items: faust.TopicT
     recommendations: faust.TopicT
     dead_letters: faust.TopicT
-    item_embed: faust.TopicT
     item_vectors: faust.TopicT
 
 
@@ -76,6 +75,5 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             key_serializer="raw",
             partitions=settings.dead_letter_partitions,
         ),
-        item_embed=internal("item-embed", EmbedRequest),
         item_vectors=internal("item-vectors", ItemVector),
     )

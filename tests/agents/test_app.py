@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from recstream.agents.tables import declare_tables
 from recstream.config.settings import Settings
-from recstream.streams.admin import internal_topic_specs
+from recstream.streams.admin import changelog_topic_specs, internal_topic_specs
 from recstream.streams.app import advertised_web_host, create_app
 from recstream.streams.topics import declare_topics
 
@@ -53,3 +54,13 @@ def test_the_worker_creates_every_internal_stream_topic_the_agents_consume(
         if getattr(t, "internal", False)
     }
     assert declared and declared == internal_topic_specs(s)
+
+
+def test_the_worker_creates_every_table_changelog_the_app_declares(tmp_path: Path) -> None:
+    """The changelog topics the worker creates before Faust starts are exactly those of the
+    app's tables, with their partition counts."""
+    s = settings(tmp_path, items_partitions=3, events_partitions=5, recommendations_partitions=5)
+    app = create_app(s)
+    declare_tables(app, s)
+    declared = {t.changelog_topic.get_topic_name(): t.partitions for t in app.tables.values()}
+    assert declared == changelog_topic_specs(s)

@@ -1,5 +1,5 @@
 """The catalog agents: items → the `catalog` GlobalTable (+ the worker's category map and
-vector index), with embedding requests for texts not in the vector cache.
+vector index), texts not in the vector cache embedded by the items agent in micro-batches.
 
 Each test runs on the memory:// and the rocksdb:// table store (see conftest.py).
 """
@@ -14,7 +14,7 @@ from agent_harness import T0, AgentHarness, RunScenario, Sent, item_bytes
 
 from recstream.agents.embedding import decode_vector, encode_vector
 from recstream.models.item_text import item_text, text_key
-from recstream.streams.records import EmbedRequest, ItemVector
+from recstream.streams.records import ItemVector
 
 
 def entry(h: AgentHarness, item_id: str) -> dict | None:
@@ -25,8 +25,15 @@ def dead_letters(h: AgentHarness) -> list[Sent]:
     return h.sent(h.topics.dead_letters)
 
 
-def embed_requests(h: AgentHarness) -> list[EmbedRequest]:
-    return [EmbedRequest.from_data(s.json()) for s in h.sent(h.topics.item_embed)]
+def has_vec(h: AgentHarness, item_id: str) -> bool:
+    return (entry(h, item_id) or {}).get("vec") is not None
+
+
+def catalog_records(h: AgentHarness, item_id: str) -> list[Sent]:
+    key = f'"{item_id}"'.encode()
+    return [
+        s for s in h.producer.changelog if s.topic.endswith("catalog-changelog") and s.key == key
+    ]
 
 
 def expected_text_key(h: AgentHarness, title: str, categories: tuple[str, ...]) -> str:
@@ -43,24 +50,25 @@ def test_valid_item_lands_in_the_catalog_with_its_categories(run_scenario: RunSc
     async def scenario(h: AgentHarness) -> None:
         async with h.agent("items") as agent:
             await agent.put(item_bytes("i1", "Blue Train", ("jazz", "hard bop")), key=b"i1")
-            await h.eventually(lambda: entry(h, "i1") is not None, "the catalog entry", agent)
-            await h.eventually(lambda: bool(embed_requests(h)), "an embed request", agent)
+            await h.eventually(lambda: has_vec(h, "i1"), "the catalog entry", agent)
 
         tkey = expected_text_key(h, "Blue Train", ("jazz", "hard bop"))
-        assert entry(h, "i1") == {
+        stored = entry(h, "i1")
+        assert stored is not None and {k: v for k, v in stored.items() if k != "vec"} == {
             "title": "Blue Train",
             "categories": ["jazz", "hard bop"],
             "ts": T0,
             "text_key": tkey,
-            "vec": None,  # not in the vector cache: embedded later by the item embedder
         }
-        assert "i1" in h.tables.catalog
+        # Embedded by the items agent itself and written once, with its vector.
+        vec = decode_vector(stored["vec"])
+        assert vec.shape == (384,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-3
+        assert np.array_equal(h.runtime.cached(tkey), vec)
+        assert len(catalog_records(h, "i1")) == 1
         assert h.runtime.item_categories["i1"] == ("jazz", "hard bop")
         assert h.runtime.category_items["jazz"] == {"i1"}
-        [req] = embed_requests(h)
-        assert (req.item_id, req.text_key) == ("i1", tkey)
-        assert "Blue Train" in req.text
-        assert h.sent(h.topics.item_embed)[0].key_text == "i1"
+        assert h.runtime.index is not None and len(h.runtime.index) == 1
+        assert not h.sent(h.topics.item_vectors)
         assert not dead_letters(h)
 
     run_scenario(scenario)
@@ -150,51 +158,55 @@ def test_cached_text_gets_its_vector_at_once(run_scenario: RunScenario) -> None:
 
         stored = entry(h, "i1")
         assert stored is not None and stored["vec"] == encode_vector(vec)
-        assert not h.sent(h.topics.item_embed)  # nothing left to embed
+        assert h.runtime.stats.encoded == 1  # the call above only: nothing left to embed
         got = h.runtime.item_vector("i1")
         assert got is not None and np.allclose(got, vec)
 
     run_scenario(scenario)
 
 
-def test_item_vector_attaches_to_the_current_text_only(run_scenario: RunScenario) -> None:
+def test_a_later_record_of_an_item_wins_and_external_vectors_attach_to_the_current_text(
+    run_scenario: RunScenario,
+) -> None:
     async def scenario(h: AgentHarness) -> None:
         async with h.agent("items") as items:
             await items.put(item_bytes("i1", "Old title"), key=b"i1")
             await items.put(item_bytes("i2", "Gone"), key=b"i2")
             await items.put(None, key=b"i2")
             await items.put(item_bytes("i1", "New title"), key=b"i1")
-            await h.eventually(lambda: len(embed_requests(h)) == 3, "three requests", items)
-            await h.eventually(
-                lambda: (entry(h, "i1") or {}).get("title") == "New title", "the update", items
-            )
-        old, gone, new = embed_requests(h)
-        v_old, v_gone, v_new = unit(384, 1), unit(384, 2), unit(384, 3)
+            await items.put(item_bytes("i4", "Last"), key=b"i4")
+            await h.eventually(lambda: has_vec(h, "i4"), "the last item", items)
+        current = entry(h, "i1")
+        assert current is not None and current["title"] == "New title"
+        assert current["text_key"] == expected_text_key(h, "New title", ("jazz",))
+        assert entry(h, "i2") is None  # the deletion wins over the item embedded before it
+        assert h.runtime.index is not None and len(h.runtime.index) == 2
 
+        old_key = expected_text_key(h, "Old title", ("jazz",))
+        v_old, v_new = unit(384, 1), unit(384, 3)
         async with h.agent("item_vectors") as vectors:
-            for req, v in ((old, v_old), (gone, v_gone), (new, v_new)):
+            for tkey, v, item_id in (
+                (old_key, v_old, "i1"),
+                (expected_text_key(h, "Gone", ("jazz",)), unit(384, 2), "i2"),
+                (current["text_key"], v_new, "i1"),
+            ):
                 await vectors.put(
-                    ItemVector(item_id=req.item_id, text_key=req.text_key, vec=encode_vector(v)),
-                    key=req.item_id,
+                    ItemVector(item_id=item_id, text_key=tkey, vec=encode_vector(v)), key=item_id
                 )
             await h.eventually(
-                lambda: (entry(h, "i1") or {}).get("vec") is not None, "the vec", vectors
+                lambda: np.allclose(h.runtime.item_vector("i1"), v_new), "the vec", vectors
             )
-
-        current = entry(h, "i1")
-        assert current is not None and current["text_key"] == new.text_key
-        assert np.allclose(decode_vector(current["vec"]), v_new)  # not the stale one
+        assert np.allclose(decode_vector((entry(h, "i1") or {})["vec"]), v_new)
         assert entry(h, "i2") is None  # a vector for a deleted item does not revive it
-        assert h.runtime.index is not None and len(h.runtime.index) == 1
-        assert np.allclose(h.runtime.item_vector("i1"), v_new)
 
         # The same item re-sent unchanged keeps its vector and is not embedded again.
+        encoded = h.runtime.stats.encoded
         async with h.agent("items") as items:
             await items.put(item_bytes("i1", "New title"), key=b"i1")
             await items.put(item_bytes("i3"), key=b"i3")
-            await h.eventually(lambda: entry(h, "i3") is not None, "the next item", items)
-        assert (entry(h, "i1") or {}).get("vec") == current["vec"]
-        assert [r.item_id for r in embed_requests(h)] == ["i1", "i2", "i1", "i3"]
+            await h.eventually(lambda: has_vec(h, "i3"), "the next item", items)
+        assert has_vec(h, "i1")  # the vector of its text, from the cache
+        assert h.runtime.stats.encoded == encoded + 1  # i3 only
 
     run_scenario(scenario)
 
@@ -219,33 +231,15 @@ def test_changed_categories_move_the_item_in_the_category_map(
     run_scenario(scenario)
 
 
-def test_item_embedder_completes_the_entry(run_scenario: RunScenario) -> None:
+def test_a_batch_of_misses_is_encoded_in_one_call(run_scenario: RunScenario) -> None:
     async def scenario(h: AgentHarness) -> None:
         async with h.agent("items") as items:
-            await items.put(item_bytes("i1", "Blue Train", ("jazz",)), key=b"i1")
-            await items.put(item_bytes("i2", "Gone"), key=b"i2")
-            await h.eventually(lambda: len(embed_requests(h)) == 2, "two embed requests", items)
-            await items.put(None, key=b"i2")
-            await h.eventually(lambda: entry(h, "i2") is None, "the deletion", items)
-        first, gone = embed_requests(h)
-
-        async with h.agent("item_embedder") as embedder:
-            await embedder.put(first, key="i1")
-            await embedder.put(gone, key="i2")
-            await h.eventually(
-                lambda: (entry(h, "i1") or {}).get("vec") is not None, "the vec", embedder
-            )
-        # Straight into the catalog, not through the item-vectors topic.
-        assert not h.sent(h.topics.item_vectors)
-        current = entry(h, "i1")
-        assert current is not None and current["text_key"] == first.text_key
-        vec = decode_vector(current["vec"])
-        assert vec.shape == (384,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-3
-        assert h.runtime.cached(first.text_key) is not None
-        got = h.runtime.item_vector("i1")
-        assert got is not None and np.allclose(got, vec, atol=1e-6)
-        assert entry(h, "i2") is None  # a vector for a deleted item does not revive it
-        assert h.runtime.index is not None and len(h.runtime.index) == 1
+            for i in range(5):
+                await items.put(item_bytes(f"i{i}", f"Title {i}"), key=f"i{i}".encode())
+            await h.eventually(lambda: all(has_vec(h, f"i{i}") for i in range(5)), "5", items)
+        assert h.runtime.stats.encoded == 5
+        assert sum(h.runtime.stats.sizes) == 5 and len(h.runtime.stats.sizes) < 5
+        assert all(len(catalog_records(h, f"i{i}")) == 1 for i in range(5))
 
     run_scenario(scenario)
 

@@ -42,27 +42,34 @@ def dead_letters(h: AgentHarness) -> list[Sent]:
 
 async def publish_catalog(h: AgentHarness, n: int = 6) -> None:
     """Items i0..i{n-1} in two categories, with seeded unit vectors, in this worker's catalog
-    (the item embedder's output is stood in for: the embedding stage has its own tests)."""
+    (the items agent's own vectors are replaced through item-vectors: the embedding stage
+    has its own tests)."""
     rng = np.random.default_rng(0)
+    seeded = []
     async with h.agent("items") as items:
         for i in range(n):
             await items.put(item_bytes(f"i{i}", f"Title {i}", ("jazz" if i % 2 else "soul",)))
-        await h.eventually(lambda: len(h.sent(h.topics.item_embed)) == n, "embed requests", items)
+        await h.eventually(lambda: len(h.runtime.index or ()) == n, "embedded items", items)
     async with h.agent("item_vectors") as vectors:
-        for s in h.sent(h.topics.item_embed):
-            req = s.json()
+        for i in range(n):
             v = rng.standard_normal(384).astype(np.float32)
+            seeded.append(v / np.linalg.norm(v))
             await vectors.put(
                 ItemVector(
-                    item_id=req["item_id"],
-                    text_key=req["text_key"],
-                    vec=encode_vector(v / np.linalg.norm(v)),
+                    item_id=f"i{i}",
+                    text_key=h.tables.catalog[f"i{i}"]["text_key"],
+                    vec=encode_vector(seeded[-1]),
                 ),
-                key=req["item_id"],
+                key=f"i{i}",
             )
-        await h.eventually(
-            lambda: h.runtime.index is not None and len(h.runtime.index) == n, "indexed", vectors
-        )
+
+        def replaced() -> bool:
+            got = [h.runtime.item_vector(f"i{i}") for i in range(n)]
+            return all(
+                g is not None and np.allclose(g, v) for g, v in zip(got, seeded, strict=True)
+            )
+
+        await h.eventually(replaced, "the seeded vectors indexed", vectors)
 
 
 def test_valid_event_updates_the_user_record_and_publishes_a_list(
