@@ -9,6 +9,7 @@ catalog record per item (see embedding.py for the whole flow).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +26,8 @@ from recstream.models.errors import ValidationError
 from recstream.models.item_text import item_text, text_key
 from recstream.streams.codecs import Limits, decode_item
 from recstream.streams.topics import Topics
+
+log = logging.getLogger(__name__)
 
 
 class Write(Protocol):
@@ -163,11 +166,20 @@ def _items_agent(
         superseded meanwhile, then ack the batch."""
         keys = [e["text_key"] for _, e, _ in staged.misses.values()]
         texts = [t for _, _, t in staged.misses.values()]
-        vectors = await runtime.embed(keys, texts) if keys else []
+        vectors: list[np.ndarray | None] = [None] * len(keys)
+        try:
+            vectors = await runtime.embed(keys, texts) if keys else []
+        except Exception:
+            # The entries are written without a vector (not lost, nor left unacked): a
+            # re-send of the item embeds it again.
+            log.exception("embedding %d items failed; their entries get no vector", len(keys))
+        assigned = _assigned(app)
         for (item_id, (event, entry, _)), vec in zip(staged.misses.items(), vectors, strict=True):
             if waiting.get(item_id) is not staged:
                 continue  # a later record of the item was handled meanwhile
             del waiting[item_id]
+            if assigned is not None and event.message.tp not in assigned:
+                continue  # revoked while encoding: its new owner writes the item
             with as_current_event(event):
                 text = None if vec is None else encode_vector(vec)
                 write(item_id, dict(entry, vec=text), vec, False)
@@ -199,6 +211,14 @@ def _items_agent(
                 inflight.cancel()  # its records are not acked: they are read again
 
     return items
+
+
+def _assigned(app: faust.App) -> set[Any] | None:
+    """The partitions this worker's consumer holds now (None when it cannot tell)."""
+    try:
+        return set(app.consumer.assignment())
+    except Exception:
+        return None
 
 
 async def _decoded(

@@ -47,7 +47,7 @@ from recstream.models.batch_signals import (
 from recstream.models.catalog import Catalog
 from recstream.models.covisitation import pair_increments
 from recstream.models.diversity import mmr_select_batch
-from recstream.models.errors import ConfigError, RecstreamError
+from recstream.models.errors import ConfigError, RecstreamError, ValidationError
 from recstream.models.exploration import allocate_from_posteriors, exploration_slots
 from recstream.models.fusion import (
     RankedItem,
@@ -693,6 +693,8 @@ class Recommender:
         pos = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
         seg = np.repeat(np.arange(at.size), sizes)
         w = np.asarray([weights[i] for i in idx], dtype=np.float64)
+        if not np.all(np.isfinite(sig.norm[pos])):  # as fuse: MMR would repeat a NaN row
+            raise ValidationError("normalised signals contain NaN or infinite entries")
         scores, contributions = fuse_rows(sig.norm[pos], w[seg])
         tops = top_per_segment(scores, sizes, p.k * p.mmr_pool)
         chosen = self._mmr_staged(sig, at, tops, scores, pos)

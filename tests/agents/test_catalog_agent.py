@@ -259,3 +259,30 @@ def test_unparseable_item_becomes_a_dead_letter(run_scenario: RunScenario, paylo
             await h.eventually(lambda: bool(dead_letters(h)), "a dead letter", agent)
 
     run_scenario(scenario)
+
+
+def test_a_failed_encode_writes_the_entries_without_a_vector(run_scenario: RunScenario) -> None:
+    """An encoder error is not a crash and loses no item: the batch's entries are written
+    without a vector, and the next batch is embedded as usual."""
+
+    async def scenario(h: AgentHarness) -> None:
+        real = h.runtime.embed
+        calls = 0
+
+        async def flaky(keys: list[str], texts: list[str]) -> list[np.ndarray | None]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("encoder down")
+            return await real(keys, texts)
+
+        h.runtime.embed = flaky  # type: ignore[method-assign]
+        async with h.agent("items") as agent:
+            await agent.put(item_bytes("i1", "Blue Train"), key=b"i1")
+            await h.eventually(lambda: entry(h, "i1") is not None, "the entry", agent)
+            await agent.put(item_bytes("i2", "Giant Steps"), key=b"i2")
+            await h.eventually(lambda: has_vec(h, "i2"), "the next item", agent)
+        assert (entry(h, "i1") or {}).get("vec") is None
+        assert not dead_letters(h)
+
+    run_scenario(scenario)
