@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +54,13 @@ def register_catalog(
     """The catalogue agents: items → catalog table (embedded in micro-batches), vectors
     made elsewhere → the catalog entry whose text they embed."""
 
+    def store(item_id: str, entry: dict[str, Any] | None) -> None:
+        if entry is None:
+            if item_id in tables.catalog:
+                del tables.catalog[item_id]
+        else:
+            tables.catalog[item_id] = entry
+
     def write(
         item_id: str,
         entry: dict[str, Any] | None,
@@ -60,15 +68,11 @@ def register_catalog(
         refresh: bool = True,
     ) -> None:
         # Local writes are not read back from the changelog on this worker: mirror them here.
-        if entry is None:
-            if item_id in tables.catalog:
-                del tables.catalog[item_id]
-        else:
-            tables.catalog[item_id] = entry
+        store(item_id, entry)
         runtime.apply_catalog(item_id, entry, vector, refresh=refresh)
 
     return {
-        "items": _items_agent(app, settings, topics, tables, runtime, write),
+        "items": _items_agent(app, settings, topics, tables, runtime, write, store),
         "item_vectors": _vectors_agent(app, settings, topics, tables, write),
     }
 
@@ -137,6 +141,7 @@ def _items_agent(
     tables: Tables,
     runtime: EmbeddingRuntime,
     write: Write,
+    store: Callable[[str, dict[str, Any] | None], None],
 ) -> faust.types.AgentT:
     limits = Limits.from_settings(settings)
     guard = OffsetGapGuard(app, [topics.items.get_topic_name()])
@@ -161,54 +166,81 @@ def _items_agent(
                 waiting[item_id] = staged
         return staged
 
-    async def complete(staged: Staged, stream: faust.StreamT, waiting: dict[str, Staged]) -> None:
-        """Encode the batch's misses in one call, write the entries no later record
-        superseded meanwhile, then ack the batch."""
+    async def encode(staged: Staged) -> list[np.ndarray | None]:
+        """The batch's misses encoded in one call; all None when encoding failed (the entries
+        are then written without a vector, not lost nor left unacked: a re-send of the item
+        embeds it again)."""
         keys = [e["text_key"] for _, e, _ in staged.misses.values()]
         texts = [t for _, _, t in staged.misses.values()]
-        vectors: list[np.ndarray | None] = [None] * len(keys)
         try:
-            vectors = await runtime.embed(keys, texts) if keys else []
+            return await runtime.embed(keys, texts) if keys else []
         except Exception:
-            # The entries are written without a vector (not lost, nor left unacked): a
-            # re-send of the item embeds it again.
             log.exception("embedding %d items failed; their entries get no vector", len(keys))
+            return [None] * len(keys)
+
+    async def complete(
+        staged: Staged,
+        vectors: list[np.ndarray | None],
+        stream: faust.StreamT,
+        waiting: dict[str, Staged],
+        backlog: bool,
+    ) -> None:
+        """Write the encoded entries no later record superseded meanwhile (the in-memory
+        mirror in one call), then ack the batch. ``backlog``: more batches wait behind it."""
         assigned = _assigned(app)
+        changes: list[tuple[str, dict[str, Any] | None, np.ndarray | None]] = []
         for (item_id, (event, entry, _)), vec in zip(staged.misses.items(), vectors, strict=True):
             if waiting.get(item_id) is not staged:
                 continue  # a later record of the item was handled meanwhile
             del waiting[item_id]
             if assigned is not None and event.message.tp not in assigned:
                 continue  # revoked while encoding: its new owner writes the item
+            written = dict(entry, vec=None if vec is None else encode_vector(vec))
             with as_current_event(event):
-                text = None if vec is None else encode_vector(vec)
-                write(item_id, dict(entry, vec=text), vec, False)
-        runtime.maybe_refresh_clusters()
+                store(item_id, written)
+            changes.append((item_id, written, vec))
+        runtime.apply_catalog_many(changes, backlog=backlog)
         for event in staged.events:
             await stream.ack(event)
 
     @app.agent(topics.items, name=f"{settings.app_id}.items", concurrency=1)
     async def items(stream: faust.StreamT) -> None:
-        # One hop: the agent embeds its own batches. Batch N+1 is read and decoded while N is
-        # encoded (in a thread) and written, so the encoder waits neither for records that
-        # have arrived nor for their decoding; each batch is acked after its entries.
+        # One hop: the agent embeds its own batches, in three steps that overlap: this loop
+        # reads and decodes batch N+2 while the encoder task encodes N+1 (in a thread) and
+        # the writer task writes and acks N. The encoder starts N+1 the moment N is encoded,
+        # so it waits neither for records that have arrived, nor for their decoding, nor for
+        # the previous batch's writes (~0.1 s per 256 items, measured in the bench).
         model_id = (await runtime.encoder()).model_id
         waiting: dict[str, Staged] = {}
-        inflight: asyncio.Future[None] | None = None
+        to_encode: asyncio.Queue[Staged | None] = asyncio.Queue(maxsize=1)
+        to_write: asyncio.Queue[tuple[Staged, list[np.ndarray | None]] | None] = asyncio.Queue()
+
+        async def encoder() -> None:
+            while (staged := await to_encode.get()) is not None:
+                to_write.put_nowait((staged, await encode(staged)))
+            to_write.put_nowait(None)
+
+        unwritten = 0  # batches staged and not yet written
+
+        async def writer() -> None:
+            # One writer: batches are written and acked in the order they were read.
+            nonlocal unwritten
+            while (done := await to_write.get()) is not None:
+                await complete(*done, stream, waiting, backlog=unwritten > 1)
+                unwritten -= 1
+
         batches = guard.prefetched_batches(
             stream, settings.embed_batch_size, settings.embed_wait_s, ack=False
         )
-        try:
+        # A failure in any step cancels the others; records not acked are read again.
+        async with asyncio.TaskGroup() as steps:
+            steps.create_task(encoder())
+            steps.create_task(writer())
             async for events in batches:
                 staged = await stage(events, model_id, waiting)
-                if inflight is not None:
-                    await inflight  # one batch in the encoder at a time, acked in order
-                inflight = asyncio.ensure_future(complete(staged, stream, waiting))
-            if inflight is not None:
-                await inflight
-        finally:
-            if inflight is not None and not inflight.done():
-                inflight.cancel()  # its records are not acked: they are read again
+                unwritten += 1
+                await to_encode.put(staged)
+            await to_encode.put(None)
 
     return items
 

@@ -38,6 +38,13 @@ def bench_embed(
         ),
     ] = True,
     repeats: Annotated[int, typer.Option(help="--no-stage: passes; the fastest counts.")] = 3,
+    categories: Annotated[
+        bool,
+        typer.Option(
+            help="The stage's items carry their two categories; --no-categories sends them "
+            "without, so the worker also clusters them (k-means refits)."
+        ),
+    ] = True,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Also write the JSON here.")
     ] = None,
@@ -59,7 +66,8 @@ def bench_embed(
         return
     from recstream.bench_stage import run_stage_bench
 
-    emit(run_stage_bench(settings, n, batch_size, device, backend=chosen), json_file)
+    result = run_stage_bench(settings, n, batch_size, device, backend=chosen, categories=categories)
+    emit(result, json_file)
 
 
 @bench_app.command("encode")

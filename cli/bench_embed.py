@@ -36,6 +36,7 @@ __all__ = [
     "run_encode_bench",
     "run_quality_bench",
     "synthetic_item_texts",
+    "synthetic_items",
 ]
 
 # (title nouns, category path, description phrase) per product family: enough variety that
@@ -80,15 +81,15 @@ _OPENERS = (
 )
 
 
-def synthetic_item_texts(n: int, seed: int = 0) -> list[str]:
-    """``n`` realistic item texts rendered with :func:`~recstream.models.item_text.item_text`.
+def synthetic_items(n: int, seed: int = 0) -> list[tuple[str, tuple[str, str], str]]:
+    """``n`` realistic catalog items: (title, two categories, one-sentence description).
 
-    Title (brand, adjective, product, model number), two categories and a one-sentence
-    description: about 20-40 word-piece tokens each, like the short product texts the pipeline
-    embeds. Deterministic for a given ``seed``.
+    Title: brand, adjective, product and model number. Rendered with
+    :func:`~recstream.models.item_text.item_text`, each is about 20-40 word-piece tokens, like
+    the short product texts the pipeline embeds. Deterministic for a given ``seed``.
     """
     rng = np.random.default_rng(seed)
-    texts: list[str] = []
+    items: list[tuple[str, tuple[str, str], str]] = []
     for _ in range(n):
         nouns, categories, purpose = _FAMILIES[int(rng.integers(len(_FAMILIES)))]
         noun = nouns[int(rng.integers(len(nouns)))]
@@ -106,8 +107,13 @@ def synthetic_item_texts(n: int, seed: int = 0) -> list[str]:
         )
         if rng.random() < 0.5:
             sentence += f", {purpose}"
-        texts.append(item_text(title, categories, sentence + ".", None))
-    return texts
+        items.append((title, categories, sentence + "."))
+    return items
+
+
+def synthetic_item_texts(n: int, seed: int = 0) -> list[str]:
+    """The texts the pipeline embeds for :func:`synthetic_items` ``(n, seed)``."""
+    return [item_text(t, c, d, None) for t, c, d in synthetic_items(n, seed)]
 
 
 def _items_per_s(n: int, seconds: float) -> float:

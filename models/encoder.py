@@ -154,16 +154,17 @@ class TextEncoder:
             ``"onnx-int8"`` (ONNX Runtime, int8 weights); the ONNX files are exported into
             ``export_dir`` on first use (about a minute on 2 CPUs, once per model and backend).
         num_threads: CPU threads for torch (process-wide: ``torch.set_num_threads``) or for ONNX
-            Runtime (per session). ``None`` keeps torch's choice but lowers it to the CPUs this
-            process may run on, because torch counts the host's cores, not the container's, and
-            oversubscription slows every thread; ONNX Runtime gets the CPUs this process may use.
+            Runtime (per encoder: that many single-threaded runs at once). ``None`` keeps torch's
+            choice but lowers it to the CPUs this process may run on, because torch counts the
+            host's cores, not the container's, and oversubscription slows every thread; ONNX Runtime
+            gets the CPUs this process may use.
         export_dir: folder of the ONNX exports (one subfolder per model and backend); needed by
             the ONNX backends only.
         log: called with a line of progress text while an ONNX export runs (it takes a while).
-        onnx_run_size: ONNX backends: texts per ONNX Runtime run within one ``batch_size``
-            batch; ``None``: 16 on CPU (int8 measured 1.4-1.7× faster at 8-16 texts per run than
-            at 256 on 2 cores: activations stay in cache, and less padding), ``batch_size`` on
-            cuda.
+        run_size: texts per forward pass (a torch forward, an ONNX Runtime run) within one
+            :meth:`encode_with_mask` call, the texts sorted by length first; ``None``: on CPU
+            32 for torch and 16 for ONNX (activations stay in cache, and each pass pads only to
+            its own longest text; README: Measured figures), ``batch_size`` on cuda.
 
     Raises:
         ValidationError: an argument is out of range.
@@ -181,7 +182,7 @@ class TextEncoder:
         num_threads: int | None = None,
         export_dir: str | Path | None = None,
         log: Callable[[str], None] | None = None,
-        onnx_run_size: int | None = None,
+        run_size: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValidationError(f"batch_size must be >= 1, got {batch_size}")
@@ -191,8 +192,8 @@ class TextEncoder:
             raise ValidationError(f"max_seq_length must be >= 1, got {max_seq_length}")
         if num_threads is not None and num_threads < 1:
             raise ValidationError(f"num_threads must be >= 1, got {num_threads}")
-        if onnx_run_size is not None and onnx_run_size < 1:
-            raise ValidationError(f"onnx_run_size must be >= 1, got {onnx_run_size}")
+        if run_size is not None and run_size < 1:
+            raise ValidationError(f"run_size must be >= 1, got {run_size}")
         if backend in ONNX_BACKENDS:
             if export_dir is None:
                 raise ValidationError(f"backend {backend!r} needs an export_dir for its files")
@@ -211,13 +212,13 @@ class TextEncoder:
         self._name = _model_name(model_name_or_path, path)
         self._model: SentenceTransformer | None = None
         self._onnx: OnnxSentenceModel | None = None
-        self._run_size = batch_size
+        on_cuda = self._device.startswith("cuda")
+        cpu_run_size = 16 if backend in ONNX_BACKENDS else 32
+        self._run_size = run_size or (batch_size if on_cuda else min(batch_size, cpu_run_size))
 
         if backend in ONNX_BACKENDS:
             assert export_dir is not None  # checked above
             self._onnx = self._load_onnx(path, Path(export_dir), max_seq_length, num_threads, log)
-            on_cuda = self._device.startswith("cuda")
-            self._run_size = onnx_run_size or (batch_size if on_cuda else min(batch_size, 16))
             self._dim = self._onnx.dim
             self._max_seq_length = self._onnx.max_seq_length
             return
@@ -340,6 +341,11 @@ class TextEncoder:
         return self._batch_size
 
     @property
+    def run_size(self) -> int:
+        """Texts per forward pass within one encode call (see the constructor)."""
+        return self._run_size
+
+    @property
     def max_seq_length(self) -> int:
         """Tokens kept per text; longer texts are truncated."""
         return self._max_seq_length
@@ -358,8 +364,9 @@ class TextEncoder:
     def plain_encode(self, texts: Sequence[str]) -> np.ndarray:
         """The backend's own call on ``texts``, as a library user would make it (benchmarks).
 
-        torch: ``SentenceTransformer.encode(texts, batch_size)``; ONNX: the session run over
-        length-sorted runs of ``onnx_run_size`` texts. No cleaning, no empty-text mask, no
+        torch: ``SentenceTransformer.encode(texts, batch_size)`` (the library sorts all
+        ``texts`` by length, then forwards ``batch_size`` at a time); ONNX: the session run over
+        length-sorted runs of ``run_size`` texts. No cleaning, no empty-text mask, no
         float32 re-normalisation.
 
         Returns:
@@ -421,7 +428,7 @@ class TextEncoder:
                 with torch.inference_mode():
                     raw = self.model.encode(
                         batch,
-                        batch_size=self._batch_size,
+                        batch_size=self._run_size,  # the library sorts the batch by length
                         show_progress_bar=False,
                         convert_to_numpy=True,
                         normalize_embeddings=False,

@@ -6,7 +6,9 @@ Each test runs on the memory:// and the rocksdb:// table store (see conftest.py)
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from typing import Any
 
 import numpy as np
 import pytest
@@ -284,5 +286,40 @@ def test_a_failed_encode_writes_the_entries_without_a_vector(run_scenario: RunSc
             await h.eventually(lambda: has_vec(h, "i2"), "the next item", agent)
         assert (entry(h, "i1") or {}).get("vec") is None
         assert not dead_letters(h)
+
+    run_scenario(scenario)
+
+
+def test_the_next_batch_is_encoded_while_the_last_one_is_written(
+    run_scenario: RunScenario,
+) -> None:
+    """The encoder starts batch N+1 the moment N is encoded: N's writes wait for it, not it
+    for N's writes (they took ~0.1 s per 256 items, the encoder idle meanwhile)."""
+
+    async def scenario(h: AgentHarness) -> None:
+        real_embed, real_apply = h.runtime.embed, h.runtime.apply_catalog_many
+        log: list[str] = []
+        gate = asyncio.Event()
+
+        async def embed(keys: list[str], texts: list[str]) -> list[np.ndarray | None]:
+            log.append(f"encode {len(keys)}")
+            if len(log) == 1:
+                await gate.wait()  # batch 1 stays in the encoder until batch 2 is read
+            return await real_embed(keys, texts)
+
+        def apply(changes: list[tuple[str, Any, Any]], **kw: Any) -> None:
+            log.append("write " + ",".join(i for i, _, _ in changes))
+            real_apply(changes, **kw)
+
+        h.runtime.embed = embed  # type: ignore[method-assign]
+        h.runtime.apply_catalog_many = apply  # type: ignore[method-assign]
+        async with h.agent("items") as agent:
+            await agent.put(item_bytes("i1", "Blue Train"), key=b"i1")
+            await h.eventually(lambda: log == ["encode 1"], "batch 1 in the encoder", agent)
+            await agent.put(item_bytes("i2", "Giant Steps"), key=b"i2")
+            await asyncio.sleep(0.3)  # batch 2 read and decoded (it waits 50 ms at most)
+            gate.set()
+            await h.eventually(lambda: has_vec(h, "i1") and has_vec(h, "i2"), "both", agent)
+        assert log == ["encode 1", "encode 1", "write i1", "write i2"]
 
     run_scenario(scenario)

