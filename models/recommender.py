@@ -112,6 +112,18 @@ class EngineParams:
     served_kept: int = 3
     feedback_baseline: Literal["pool", "served"] = "pool"
 
+    def __post_init__(self) -> None:
+        # The engine is built without the settings object: it checks what would otherwise
+        # fail deep inside a batch (an empty top-k, an MMR pick from no pool, a share > 1).
+        for name in ("k", "candidates_per_source", "mmr_pool", "served_kept"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("mmr_trade_off", "exploration_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.weight_shrinkage < 0 or self.eta < 0 or self.eta_global < 0:
+            raise ConfigError("weight_shrinkage, eta and eta_global must be >= 0")
+
     def with_dim(self, dim: int) -> EngineParams:
         """The same hyperparameters for `dim`-wide vectors (the encoder's)."""
         if self.interest.dim == dim:

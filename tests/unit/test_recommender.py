@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from recstream.models import decay
 from recstream.models.catalog import Catalog
+from recstream.models.errors import ConfigError
 from recstream.models.fusion import EXPLORATION_KEY
 from recstream.models.interest_state import InterestParams
 from recstream.models.recommender import (
@@ -589,3 +590,23 @@ def test_served_baseline_feedback_within_a_batch_moves_the_weights() -> None:
     clicked = next(r.item_id for r in lists[0].items if not r.explored)
     applied, _ = run([first, ev("u0", 2, "click", clicked)], params=params)
     assert applied.states["u0"].weights.n == STATES["u0"].weights.n + 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"k": 0},
+        {"mmr_pool": 0},
+        {"candidates_per_source": 0},
+        {"served_kept": 0},
+        {"mmr_trade_off": 1.5},
+        {"exploration_share": -0.1},
+        {"eta": -0.01},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_out_of_range_hyperparameters_are_refused_when_the_engine_is_configured(
+    change: dict[str, float],
+) -> None:
+    with pytest.raises(ConfigError, match=next(iter(change))):
+        EngineParams(**change)  # type: ignore[arg-type]
