@@ -289,15 +289,16 @@ class EmbeddingRuntime:
             dim = next(iter(vectors.values())).shape[0]
             self.index = VectorIndex(dim, exact_threshold=self.settings.ann_threshold)
         index = self.index
-        good = {
-            i: v
-            for i, v in vectors.items()
-            if v.shape == (index.dim,) and bool(np.all(np.isfinite(v))) and bool(np.any(v))
-        }
+        fits = {i: v for i, v in vectors.items() if v.shape == (index.dim,)}
+        good: dict[str, np.ndarray] = {}
+        if fits:
+            matrix = np.vstack(list(fits.values()))
+            ok = index.storable(matrix)
+            good = {i: v for (i, v), keep in zip(fits.items(), ok, strict=True) if keep}
+            if good:
+                index.upsert_many(list(good), matrix[ok])
         for item_id in vectors.keys() - good.keys():
             index.remove(item_id)
-        if good:
-            index.upsert_many(list(good), np.vstack(list(good.values())))
         return good
 
     def _cluster_new(self, indexed: dict[str, np.ndarray]) -> None:

@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +158,12 @@ def run_stage_bench(
     if encoder.backend == "torch":
         # The stage forwards each micro-batch in length-sorted passes of `run_size` texts; the
         # library call with that batch size, for a reader who wants that baseline too.
-        model = encoder.model
-        model.encode(texts[:batch_size], batch_size=encoder.run_size, show_progress_bar=False)
-        t0 = time.perf_counter()
-        model.encode(texts, batch_size=encoder.run_size, show_progress_bar=False)
-        at_run_size = n / (time.perf_counter() - t0)
+        model, run_size = encoder.model, encoder.run_size
+
+        def at_run_size_call(batch: list[str]) -> object:
+            return model.encode(batch, batch_size=run_size, show_progress_bar=False)
+
+        at_run_size = n / _time_call(at_run_size_call, texts, batch_size)
         result["run_size"] = encoder.run_size
         result["encode_at_run_size_items_per_s"] = round(at_run_size, 1)
         result["ratio_vs_run_size"] = round(stage / at_run_size, 3)
@@ -241,7 +243,12 @@ def _warm_worker(settings: Settings, work: Path, producer: Any) -> WorkerProcess
 
 def _time_plain(encoder: Any, texts: list[str], batch_size: int) -> float:
     """Seconds of one plain call of ``encoder``'s backend on ``texts``, after a warm-up batch."""
-    encoder.plain_encode(texts[:batch_size])
+    return _time_call(encoder.plain_encode, texts, batch_size)
+
+
+def _time_call(call: Callable[[list[str]], object], texts: list[str], batch_size: int) -> float:
+    """Seconds of ``call(texts)``, after a warm-up call on the first ``batch_size`` texts."""
+    call(texts[:batch_size])
     t0 = time.perf_counter()
-    encoder.plain_encode(texts)
+    call(texts)
     return time.perf_counter() - t0

@@ -284,6 +284,14 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ internals
 
+    def storable(self, vecs: np.ndarray) -> np.ndarray:
+        """Per row of a ``(m, dim)`` array, whether :meth:`upsert_many` takes it: finite, and
+        not zero for ``"cos"`` (the rule :meth:`_prepare` enforces for a whole array)."""
+        ok = np.all(np.isfinite(vecs), axis=1)
+        if self._metric == "cos":
+            ok &= np.any(vecs != 0, axis=1)
+        return np.asarray(ok, dtype=bool)
+
     def _prepare(self, vecs: ArrayLike, *, what: str) -> np.ndarray:
         """Validate and convert to a C-contiguous float32 (m, dim) array, normalised for cos."""
         try:

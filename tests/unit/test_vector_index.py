@@ -324,3 +324,17 @@ def test_ann_recall_at_10_on_100k_vectors() -> None:
     )
     print(f"build {build_s:.1f} s, 100 queries {search_s * 1e3:.0f} ms, recall@10 {recall:.3f}")
     assert recall >= 0.95
+
+
+@pytest.mark.parametrize("metric", ["cos", "ip"])
+def test_storable_says_which_rows_upsert_would_take(metric: str) -> None:
+    index = VectorIndex(3, metric=metric)
+    rows = np.array([[1, 0, 0], [np.nan, 0, 0], [0, 0, 0], [0, np.inf, 1]], dtype=np.float32)
+    ok = index.storable(rows)
+    assert ok.tolist() == [True, False, metric == "ip", False]
+    for row, keep in zip(rows, ok, strict=True):
+        if keep:
+            index.upsert("k", row)
+        else:
+            with pytest.raises(ValidationError):
+                index.upsert("k", row)
