@@ -10,6 +10,11 @@ Every baseline implements the ``Recommender`` protocol:
   first, none of them in ``exclude``. It only reads state. Ties are broken by ascending item id,
   so results never depend on dict or arrival order.
 
+A baseline whose prediction is one product with the whole catalogue (``StaticEmbeddingSimilarity``)
+also implements ``BatchRanking``: ``predict_later`` fixes what the prediction depends on at its
+time and returns a ``PendingList``, and ``rank_pending`` ranks many of them in one matrix
+product. The scoring loop uses it when present; the lists are ``predict_one``'s.
+
 None of the baselines draws random numbers, so they need no seed: the same events in the same
 order always give the same predictions (and ``DecayedPopularity`` gives the same predictions in
 any order).
@@ -17,10 +22,11 @@ any order).
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -46,6 +52,42 @@ class Recommender(Protocol):
         self, user_id: str, at_ts: float, k: int, exclude: Collection[str] = ()
     ) -> list[str]:
         """At most ``k`` distinct item ids for ``user_id`` at event time ``at_ts``, best first."""
+        ...
+
+
+#: The query of a pending list made ranked (its items given).
+_NO_QUERY = np.zeros(0, dtype=np.float32)
+
+
+class PendingList:
+    """A prediction whose inputs are fixed at its event time and whose ranking comes later:
+    ``items`` is None until ``BatchRanking.rank_pending`` (or the constructor) sets it."""
+
+    __slots__ = ("banned", "items", "k", "query")
+
+    def __init__(
+        self,
+        items: list[str] | None = None,
+        *,
+        query: np.ndarray = _NO_QUERY,
+        k: int = 0,
+        banned: frozenset[str] = frozenset(),
+    ) -> None:
+        self.items, self.query, self.k, self.banned = items, query, k, banned
+
+
+@runtime_checkable
+class BatchRanking(Protocol):
+    """A baseline that ranks many pending predictions at once (see the module docstring)."""
+
+    def predict_later(
+        self, user_id: str, at_ts: float, k: int, exclude: Collection[str] = ()
+    ) -> PendingList:
+        """``predict_one(user_id, at_ts, k, exclude)`` as of now, ranked by `rank_pending`."""
+        ...
+
+    def rank_pending(self, pending: Sequence[PendingList]) -> None:
+        """Set ``items`` of every pending list that has none yet."""
         ...
 
 
@@ -101,7 +143,7 @@ def _check_k(k: int) -> None:
 
 
 def _rank(ids: Sequence[str], scores: np.ndarray, k: int, exclude: Collection[str]) -> list[str]:
-    """Top ``k`` ids by descending score, ties by ascending id, skipping ``exclude``.
+    """Top ``k`` ids by descending score (NaN as −inf), ties by ascending id, skipping ``exclude``.
 
     Only candidates at or above the score of the ``k + |exclude|``-th best item are sorted, and
     every item tied with that threshold is among them, so the tie rule holds exactly.
@@ -109,22 +151,22 @@ def _rank(ids: Sequence[str], scores: np.ndarray, k: int, exclude: Collection[st
     n = len(scores)
     if k == 0 or n == 0:
         return []
+    if np.isnan(scores).any():  # NaN counts as −inf (a partition would take it as largest)
+        scores = np.where(np.isnan(scores), -np.inf, scores)
     need = min(n, k + len(exclude))
     if need < n:
         threshold = np.partition(scores, n - need)[n - need]
         cand = np.flatnonzero(scores >= threshold)
     else:
         cand = np.arange(n)
-    cand_ids = np.array([ids[i] for i in cand.tolist()])
-    order = np.lexsort((cand_ids, -scores[cand]))
-    out: list[str] = []
-    for j in order:
-        item = str(cand_ids[j])
-        if item not in exclude:
-            out.append(item)
-            if len(out) == k:
-                break
-    return out
+    # Exclusions leave before the sort, so only about k candidates are ordered (by score,
+    # then id): this runs for every prediction.
+    kept = [
+        (-v, ids[i])
+        for i, v in zip(cand.tolist(), scores[cand].tolist(), strict=True)
+        if ids[i] not in exclude
+    ]
+    return [str(item) for _, item in heapq.nsmallest(k, kept)]
 
 
 class _ScoreTable:
@@ -310,6 +352,10 @@ class ItemKNNCoVisit:
         return out
 
 
+#: Pending predictions ranked in one product (rows of the score matrix held at once).
+RANK_CHUNK = 256
+
+
 class StaticEmbeddingSimilarity:
     """Content-based: cosine between a user's mean consumed-item vector and every item vector.
 
@@ -377,18 +423,38 @@ class StaticEmbeddingSimilarity:
         self, user_id: str, at_ts: float, k: int, exclude: Collection[str] = ()
     ) -> list[str]:
         """Items most cosine-similar to the user's profile; popularity without one."""
+        pending = self.predict_later(user_id, at_ts, k, exclude)
+        self.rank_pending([pending])
+        assert pending.items is not None
+        return pending.items
+
+    def predict_later(
+        self, user_id: str, at_ts: float, k: int, exclude: Collection[str] = ()
+    ) -> PendingList:
+        """The user's unit profile and exclusions as of now; popularity without a profile,
+        or where the cosine ranking could not fill k (ranked now: it reads the counts)."""
         _check_k(k)
         banned = frozenset(exclude)
         mean = self.profile(user_id)
-        out: list[str] = []
-        if mean is not None:
-            norm = float(np.linalg.norm(mean))
-            # Opposite vectors can cancel to a zero mean: then no direction is preferred.
-            if norm > 0.0:
-                scores = self._unit @ (mean / norm).astype(np.float32)
-            else:
-                scores = np.zeros(len(self._ids), dtype=np.float32)
-            out = _rank(self._ids, scores, k, banned)
-        if len(out) < k:
-            out += self._popularity.top(k - len(out), banned | set(out))
-        return out
+        if mean is None:
+            return PendingList(self._popularity.top(k, banned))
+        norm = float(np.linalg.norm(mean))
+        # Opposite vectors can cancel to a zero mean: then no direction is preferred.
+        query = (mean / norm if norm > 0.0 else np.zeros_like(mean)).astype(np.float32)
+        pending = PendingList(query=query, k=k, banned=banned)
+        if len(self._ids) - sum(1 for i in banned if i in self._row) < k:
+            self.rank_pending([pending])
+            assert pending.items is not None
+            shown = pending.items
+            shown += self._popularity.top(k - len(shown), banned | set(shown))
+        return pending
+
+    def rank_pending(self, pending: Sequence[PendingList]) -> None:
+        """One (n × d)·(d × items) product per `RANK_CHUNK` pending lists: the catalogue is
+        read once per chunk rather than once per prediction (this baseline's whole cost)."""
+        todo = [p for p in pending if p.items is None]
+        for a in range(0, len(todo), RANK_CHUNK):
+            chunk = todo[a : a + RANK_CHUNK]
+            scores = np.stack([p.query for p in chunk]) @ self._unit.T
+            for p, row in zip(chunk, scores, strict=True):
+                p.items = _rank(self._ids, row, p.k, p.banned)

@@ -5,7 +5,7 @@ extras (interest-estimate distance, recovery after abrupt switches)."""
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from recstream.config.settings import Settings
-from recstream.evaluation.baselines import Recommender
+from recstream.evaluation.baselines import RANK_CHUNK, BatchRanking, PendingList, Recommender
 from recstream.evaluation.data import EvalData
 from recstream.evaluation.prequential import (
     LONG_TAIL_BELOW,
@@ -64,17 +64,10 @@ def run_baselines(
     points = prediction_points(events, target)
     warm = {name: ScoreCard(K, RECALL_K) for name in models}
     cold = {name: ScoreCard(K, RECALL_K) for name in models}
-    pending: dict[str, dict[str, list[str]]] = {name: {} for name in models}
+    pending: dict[str, dict[str, PendingList]] = {name: {} for name in models}
     consumed: dict[str, dict[str, None]] = defaultdict(dict)
     seen_users: set[str] = set()
-
-    def score(card: ScoreCard, ranked: list[str] | None, event: Mapping[str, Any]) -> None:
-        """Score one target event against `ranked` (None: no prediction was stored)."""
-        card.add(
-            str(event["user_id"]), float(event["ts"]), ranked, str(event["item_id"]),
-            item_users=item_users, n_users=n_users, vectors=vectors,
-            case_id=str(event["event_id"]),
-        )  # fmt: skip
+    cases = _ScoredInOrder(models, item_users, n_users, vectors)
 
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("baselines", total=len(events))
@@ -83,12 +76,12 @@ def run_baselines(
             item = event.get("item_id")
             if target(event):
                 assert item is not None
-                if user in seen_users:
-                    for name in models:
-                        score(warm[name], pending[name].pop(user, None), event)
-                else:
-                    for name, model in models.items():
-                        score(cold[name], model.predict_one(user, ts, RECALL_K, exclude=()), event)
+                for name, model in models.items():
+                    if user in seen_users:
+                        cases.add(warm[name], pending[name].pop(user, None), event)
+                    else:
+                        cold_list = PendingList(model.predict_one(user, ts, RECALL_K, exclude=()))
+                        cases.add(cold[name], cold_list, event)
             for model in models.values():
                 model.learn_one(event)
             seen_users.add(user)
@@ -100,12 +93,70 @@ def run_baselines(
                     del window[next(iter(window))]
             if points[i]:
                 exclude = frozenset(consumed[user])
-                for name, model in models.items():
-                    pending[name][user] = model.predict_one(user, ts, RECALL_K, exclude=exclude)
+                for name in models:
+                    pending[name][user] = cases.predict(name, user, ts, exclude)
             if i % 500 == 499:
                 progress.update(task, completed=i + 1)
+        cases.flush()
         progress.update(task, completed=len(events))
     return warm, cold
+
+
+class _ScoredInOrder:
+    """Predictions of the baselines and the cases scored against them, in event order.
+
+    A `BatchRanking` baseline's predictions are ranked in batches of `RANK_CHUNK` (one
+    catalogue product each), so a case whose prediction is not ranked yet waits in a queue;
+    the queue is scored in order as its head's predictions are ranked (a card's cases are
+    added in event order, as if every prediction were ranked at once)."""
+
+    def __init__(
+        self,
+        models: Mapping[str, Recommender],
+        item_users: Mapping[str, int],
+        n_users: int,
+        vectors: Mapping[str, np.ndarray] | None,
+    ) -> None:
+        self.models = models
+        self.batched = {n: m for n, m in models.items() if isinstance(m, BatchRanking)}
+        self.unranked: dict[str, list[PendingList]] = {n: [] for n in self.batched}
+        self.queue: deque[tuple[ScoreCard, PendingList | None, Mapping[str, Any]]] = deque()
+        self.item_users, self.n_users, self.vectors = item_users, n_users, vectors
+
+    def predict(self, name: str, user: str, ts: float, exclude: frozenset[str]) -> PendingList:
+        batched = self.batched.get(name)
+        if batched is None:
+            return PendingList(self.models[name].predict_one(user, ts, RECALL_K, exclude=exclude))
+        got = batched.predict_later(user, ts, RECALL_K, exclude=exclude)
+        if got.items is None:
+            self.unranked[name].append(got)
+            if len(self.unranked[name]) >= RANK_CHUNK:
+                self._rank(name)
+        return got
+
+    def add(self, card: ScoreCard, got: PendingList | None, event: Mapping[str, Any]) -> None:
+        """Score `event` (a target) against `got` (None: no prediction) once it is ranked."""
+        self.queue.append((card, got, event))
+        self._drain()
+
+    def flush(self) -> None:
+        for name in self.batched:
+            self._rank(name)
+        self._drain()
+
+    def _rank(self, name: str) -> None:
+        self.batched[name].rank_pending(self.unranked[name])
+        self.unranked[name] = []
+        self._drain()
+
+    def _drain(self) -> None:
+        while self.queue and (self.queue[0][1] is None or self.queue[0][1].items is not None):
+            card, got, event = self.queue.popleft()
+            card.add(
+                str(event["user_id"]), float(event["ts"]), None if got is None else got.items,
+                str(event["item_id"]), item_users=self.item_users, n_users=self.n_users,
+                vectors=self.vectors, case_id=str(event["event_id"]),
+            )  # fmt: skip
 
 
 def score_pipeline(

@@ -1,4 +1,4 @@
-"""Diversity: maximal marginal relevance (MMR) re-ranking and intra-list diversity.
+"""Diversity: maximal marginal relevance (MMR) re-ranking.
 
 MMR (Carbonell & Goldstein, 1998) picks items greedily by
 
@@ -172,22 +172,6 @@ def mmr(
     if rel.ndim != 1 or rel.size != len(candidate_ids):
         raise ValidationError(f"relevance must have shape ({len(candidate_ids)},), got {rel.shape}")
     return [candidate_ids[i] for i in mmr_indices(rel, vectors, k, trade_off)]
-
-
-def intra_list_diversity(vectors: npt.ArrayLike) -> float:
-    """Mean pairwise cosine distance 1 − cos(v_i, v_j) over the pairs i < j of a list.
-
-    Range [0, 2] (0: identical directions). Lists of fewer than two items give 0.0.
-    """
-    v = _unit_rows(vectors)
-    m = v.shape[0]
-    if m < 2:
-        return 0.0
-    # Σ_{i<j} cos = (ΣG − trace G) / 2 for the Gram matrix G = V·Vᵀ, without forming G:
-    # ΣG = ‖Σ_i v_i‖² and trace G = Σ_i ‖v_i‖², both O(m·dim).
-    summed = v.sum(axis=0)
-    pair_cos = (float(summed @ summed) - float(np.einsum("ij,ij->", v, v))) / 2.0
-    return 1.0 - pair_cos / (m * (m - 1) / 2.0)
 
 
 def mmr_select_batch(

@@ -818,7 +818,7 @@ class Recommender:
         if not live.size:
             return ranked
         ids, exclude = self.catalog.ids, req.inputs.exclude
-        items = [FreeItems(arms.rows[c], exclude, ids, p.arm_items) for c in live.tolist()]
+        items = FreeArms(arms.rows, live.tolist(), exclude, ids, p.arm_items)
         generator = np.random.default_rng(rec_seed(req.user_id, req.event_id or ""))
         return allocate_from_posteriors(
             ranked, alpha[live], beta[live], items, p.exploration_share, p.k, generator
@@ -940,29 +940,39 @@ class BatchWalk:
         return self.refs[user_id]
 
 
-class FreeItems(Sequence[str]):
-    """An arm's first `limit` item ids not banned, resolved on first read: a list explores
-    one or two arms, so resolving every arm's items for every list would be wasted work."""
+class FreeArms(Sequence[list[str]]):
+    """Per live arm, its first `limit` item ids not banned, resolved on first read: a list
+    explores one or two arms, so resolving every arm's items (or building an object per
+    arm) for every list would be wasted work."""
 
-    def __init__(self, rows: IntArray, exclude: IntArray, ids: list[str], limit: int):
-        """`exclude`: rows the list may not show, sorted ascending (np.unique's order)."""
-        self._args = (rows, exclude, ids, limit)
-        self._ids: list[str] | None = None
+    def __init__(
+        self, rows: list[IntArray], live: list[int], exclude: IntArray, ids: list[str], limit: int
+    ):
+        """`rows`: every arm's rows; `live`: the arms offered, in order; `exclude`: rows the
+        list may not show, sorted ascending (np.unique's order)."""
+        self._args = (rows, live, exclude, ids, limit)
+        self._memo: dict[int, list[str]] = {}
 
-    def _resolved(self) -> list[str]:
-        if self._ids is None:
-            rows, exclude, ids, limit = self._args
+    def _resolved(self, i: int) -> list[str]:
+        hit = self._memo.get(i)
+        if hit is None:
+            rows, live, exclude, ids, limit = self._args
+            arm = rows[live[i]]
             if exclude.size:
-                pos = np.minimum(np.searchsorted(exclude, rows), exclude.size - 1)
-                rows = rows[exclude[pos] != rows]
-            self._ids = [ids[r] for r in rows[:limit].tolist()]
-        return self._ids
+                pos = np.minimum(np.searchsorted(exclude, arm), exclude.size - 1)
+                arm = arm[exclude[pos] != arm]
+            hit = self._memo[i] = [ids[r] for r in arm[:limit].tolist()]
+        return hit
 
     def __len__(self) -> int:
-        return len(self._resolved())
+        return len(self._args[1])
 
     def __getitem__(self, i: Any) -> Any:
-        return self._resolved()[i]
+        if isinstance(i, slice):
+            return [self._resolved(j) for j in range(len(self))[i]]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self._resolved(i % len(self))
 
 
 @dataclass(frozen=True)

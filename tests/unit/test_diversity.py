@@ -1,8 +1,6 @@
-"""MMR re-ranking and intra-list diversity."""
+"""MMR re-ranking (intra-list diversity, a metric, is in evaluation/metrics.py)."""
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import numpy.typing as npt
@@ -12,7 +10,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from recstream.models.diversity import (
-    intra_list_diversity,
     mmr,
     mmr_indices,
     mmr_select,
@@ -102,25 +99,6 @@ def test_mmr_rejects_bad_input() -> None:
         mmr_indices([0.1, np.nan], v, 1, 0.5)
     with pytest.raises(ValidationError):
         mmr_indices([0.1, 0.2], np.eye(3), 1, 0.5)
-
-
-@FAST
-@given(
-    st.integers(0, 12).flatmap(lambda m: arrays(np.float64, (m, 4), elements=st.floats(-1.0, 1.0)))
-)
-def test_intra_list_diversity_is_mean_pairwise_distance(vectors: npt.NDArray[np.float64]) -> None:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    v = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
-    pairs = list(itertools.combinations(range(len(v)), 2))
-    expected = np.mean([1.0 - v[i] @ v[j] for i, j in pairs]) if pairs else 0.0
-    assert intra_list_diversity(vectors) == pytest.approx(expected, abs=1e-9)
-
-
-def test_intra_list_diversity_known_values() -> None:
-    assert intra_list_diversity(np.array([[1.0, 0.0], [2.0, 0.0]])) == pytest.approx(0.0)
-    assert intra_list_diversity(np.array([[1.0, 0.0], [0.0, 1.0]])) == pytest.approx(1.0)
-    assert intra_list_diversity(np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(2.0)
-    assert intra_list_diversity(np.zeros((1, 3))) == 0.0
 
 
 # --- mmr_select: MMR over a precomputed similarity matrix (the engine's hot path) ----------

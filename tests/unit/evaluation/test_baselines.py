@@ -16,6 +16,7 @@ from recstream.evaluation.baselines import (
     ItemKNNCoVisit,
     Recommender,
     StaticEmbeddingSimilarity,
+    _rank,
 )
 from recstream.evaluation.sequence_baselines import RecentPopularity, SequenceKNN
 from recstream.evaluation.synthetic import SyntheticConfig, SyntheticDataset, generate
@@ -201,3 +202,23 @@ def test_static_embedding_follows_profile(data: SyntheticDataset) -> None:
         StaticEmbeddingSimilarity({"a": np.zeros(3)})
     with pytest.raises(ValidationError):
         StaticEmbeddingSimilarity({})
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from([-math.inf, 0.0, 0.5, 1.0, 2.0, math.nan]), max_size=30),
+    st.integers(0, 12),
+    st.sets(st.integers(0, 29), max_size=10),
+)
+def test_rank_is_the_full_sort_by_score_then_id(
+    scores: list[float], k: int, banned: set[int]
+) -> None:
+    """The partial sort gives what sorting every item by (−score, id) gives, NaN last and
+    the excluded ids skipped, ties included (scores drawn from few values); NaN is −inf."""
+    ids = [f"i{j:02d}" for j in reversed(range(len(scores)))]  # positions ≠ id order
+    exclude = {f"i{j:02d}" for j in banned}
+    everything = sorted(
+        (((-s if s == s else math.inf), i) for s, i in zip(scores, ids, strict=True)),
+    )
+    expected = [i for _, i in everything if i not in exclude][:k]
+    assert _rank(ids, np.asarray(scores), k, exclude) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -96,6 +97,27 @@ def test_intra_list_diversity() -> None:
     assert intra_list_diversity([]) == 0.0
     with pytest.raises(ValidationError):
         intra_list_diversity([np.zeros(2), np.ones(2)])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.integers(0, 12).flatmap(
+        lambda m: st.lists(
+            st.lists(st.floats(-1.0, 1.0), min_size=4, max_size=4).filter(
+                lambda v: math.hypot(*v) > 1e-3
+            ),
+            min_size=m,
+            max_size=m,
+        )
+    )
+)
+def test_intra_list_diversity_is_mean_pairwise_distance(rows: list[list[float]]) -> None:
+    """The O(n·d) sum equals the mean over the pairs i < j of 1 − cos(v_i, v_j)."""
+    v = np.asarray(rows, dtype=float).reshape(len(rows), 4)
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    pairs = list(itertools.combinations(range(len(u)), 2))
+    expected = np.mean([1.0 - u[i] @ u[j] for i, j in pairs]) if pairs else 0.0
+    assert intra_list_diversity(v) == pytest.approx(expected, abs=1e-9)
 
 
 def test_percentiles() -> None:
