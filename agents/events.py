@@ -7,19 +7,21 @@ most `batch_max_events` records, or what arrived within `batch_wait_s`), in orde
    crashes on data), a record placed on another partition than its user's (another
    partitioner, another key) is re-sent once to the owner's partition (agents/routing.py);
 2. embed the batch's texts (search queries, reviews) in one call, through the vector cache;
-3. read each user's record once, `engine.apply` then `engine.rank` the whole batch;
-4. write each changed user once, this batch's shared-statistics delta once per partition,
-   send the lists; Faust acks the batch after this body.
+3. read each user's record once; `engine.apply` then `engine.rank` the batch in chunks of
+   `shared_refresh_events`, each chunk's shared-statistics delta written (one record per
+   partition and chunk) and taken in before the next chunk is ranked, its lists sent: in a
+   burst of one user's events the later ones see what the earlier ones taught;
+4. write each changed user once; Faust acks the batch after this body.
 
-Debounce (`debounce_s` > 0): the engine ranks each user once per batch (after its last event),
-and a user gets at most one list per `debounce_s` wall seconds; a list held back is replaced
-by the user's newer ones and sent by a timer when the interval ends, so the last list sent
-reflects the user's last event.
+Debounce (`debounce_s` > 0): the engine ranks each user once per chunk (after its last event
+there), and a user gets at most one list per `debounce_s` wall seconds; a list held back is
+replaced by the user's newer ones and sent by a timer when the interval ends, so the last list
+sent reflects the user's last event.
 
-An event the engine refuses is dead-lettered and the rest of the batch applied; if the batch
-fails as a whole (a bug, not data), it is retried event by event and only the events that
-fail again are dead-lettered. Duplicates (an event id already applied: at-least-once
-redelivery) change nothing and publish nothing.
+An event the engine refuses is dead-lettered and the rest of the batch applied; if a chunk
+fails as a whole (a bug, not data), its users' records are restored and its events retried
+one by one, and only the events that fail again are dead-lettered. Duplicates (an event id
+already applied: at-least-once redelivery) change nothing and publish nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -45,7 +47,7 @@ from recstream.config.settings import Settings
 from recstream.models.catalog import Catalog
 from recstream.models.errors import RecstreamError, ValidationError
 from recstream.models.item_text import clean_text, text_key
-from recstream.models.recommender import Event, ListPolicy, RecList, Recommender
+from recstream.models.recommender import Applied, Event, ListPolicy, RecList, Recommender
 from recstream.models.shared_stats import SharedDelta
 from recstream.models.user_record import UserRecord
 from recstream.streams.codecs import Limits, decode_event
@@ -74,6 +76,25 @@ class Decoded:
     event: faust.types.EventT
     payload: EventIn
     event_id: str
+
+
+@dataclass
+class BatchWork:
+    """A batch's user records while its chunks run (`states`: as loaded, then as each chunk
+    left them; None: a new user) and the users some chunk changed (written at the end)."""
+
+    states: dict[str, UserRecord | None]
+    changed: set[str] = field(default_factory=set)
+
+    def keep(self, users: Sequence[str]) -> dict[str, bytes]:
+        """The encoded records of those of `users` an earlier chunk changed: what a failed
+        chunk restores (the others are still as in the table)."""
+        out: dict[str, bytes] = {}
+        for user in dict.fromkeys(users):
+            rec = self.states.get(user)
+            if user in self.changed and rec is not None:
+                out[user] = rec.to_bytes()
+        return out
 
 
 class EventsShell:
@@ -169,39 +190,77 @@ class EventsShell:
         encoder = await self.runtime.encoder()
         events = await self.to_engine(decoded, encoder.model_id)
         engine = self.engine_rt.engine(encoder.dim, ranking=True)
-        try:
-            await self.run(engine, decoded, events)
-        except Exception:
-            log.exception("a batch of %d events failed; retrying them one by one", len(events))
-            for d, ev in zip(decoded, events, strict=True):
-                try:
-                    await self.run(engine, [d], [ev])
-                except Exception as exc:
-                    log.exception("processing failed for an event of user %s", ev.user_id)
-                    await send_dead_letter(
-                        self.topics, d.event, RuntimeError(f"processing failed: {exc!r}")
-                    )
+        work = BatchWork(self.load_states(decoded))
+        size = self.settings.shared_refresh_events
+        for a in range(0, len(events), size):
+            await self.run_safely(engine, decoded[a : a + size], events[a : a + size], work)
+        self.write_states(work, decoded)
         self.engine_rt.ranked(events)
 
-    async def run(
-        self, engine: Recommender, decoded: Sequence[Decoded], events: list[Event]
+    async def run_safely(
+        self, engine: Recommender, decoded: Sequence[Decoded], events: list[Event], work: BatchWork
     ) -> None:
-        states = self.load_states(decoded)
-        applied = engine.apply(states, events, lists=self.policy)
-        lists = engine.rank(applied)
+        """Apply and rank one chunk, then publish it. Should the engine fail on the chunk as
+        a whole (a bug, not data), its users' records are restored and its events retried one
+        by one; an event that fails alone is dead-lettered."""
+        kept = work.keep([ev.user_id for ev in events])
+        try:
+            applied = engine.apply(work.states, events, lists=self.policy)
+            lists = engine.rank(applied)
+        except Exception as exc:
+            self.restore(work, kept, decoded)
+            if len(events) == 1:
+                log.exception("processing failed for an event of user %s", events[0].user_id)
+                failure = RuntimeError(f"processing failed: {exc!r}")
+                await send_dead_letter(self.topics, decoded[0].event, failure)
+                return
+            log.exception("a chunk of %d events failed; retrying them one by one", len(events))
+            for d, ev in zip(decoded, events, strict=True):
+                await self.run_safely(engine, [d], [ev], work)
+            return
+        await self.publish(applied, lists, decoded, work, engine.catalog)
+
+    def restore(self, work: BatchWork, kept: dict[str, bytes], decoded: Sequence[Decoded]) -> None:
+        """The chunk's users as before it: from `kept` if the batch had changed them, else
+        from the table (the engine updates records in place)."""
+        for d in decoded:
+            user = d.payload.user_id
+            if user in kept:
+                work.states[user] = self.engine_rt.load_state(kept[user])
+            else:
+                with as_current_event(d.event):
+                    work.states[user] = self.engine_rt.load_state(self.tables.user_state.get(user))
+
+    async def publish(
+        self,
+        applied: Applied,
+        lists: Sequence[RecList],
+        decoded: Sequence[Decoded],
+        work: BatchWork,
+        catalog: Catalog,
+    ) -> None:
+        """A chunk's effects: its refused events dead-lettered, its delta written and taken in
+        (the next chunk ranks with it), its lists sent; its records kept for the batch's end."""
+        work.states.update(applied.states)
+        work.changed.update(applied.states)
         by_id = {d.event_id: d for d in decoded}
         for event_id, reason in applied.rejected:
             await send_dead_letter(self.topics, by_id[event_id].event, ValidationError(reason))
-        last = {d.payload.user_id: d.event for d in decoded}
-        for user, rec in applied.states.items():
-            with as_current_event(last[user]):
-                self.tables.user_state[user] = rec.to_bytes()
         self.write_deltas(applied.deltas, decoded)
         for lst in lists:
             if self.due(lst.user_id):
-                await self.send(lst, engine.catalog)
+                await self.send(lst, catalog)
             else:
-                self._pending[lst.user_id] = (lst, engine.catalog)
+                self._pending[lst.user_id] = (lst, catalog)
+
+    def write_states(self, work: BatchWork, decoded: Sequence[Decoded]) -> None:
+        """Each user the batch changed, once, under its last event (its partition)."""
+        last = {d.payload.user_id: d.event for d in decoded}
+        for user in work.changed:
+            rec = work.states.get(user)
+            if rec is not None:
+                with as_current_event(last[user]):
+                    self.tables.user_state[user] = rec.to_bytes()
 
     def due(self, user_id: str) -> bool:
         """With debounce, a user gets a list at most every `debounce_s` wall seconds."""

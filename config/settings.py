@@ -217,6 +217,15 @@ class Settings(BaseSettings):
         description="Most events a worker applies and ranks in one engine call (one matrix "
         "product per batch; each changed user is written once per batch).",
     )
+    shared_refresh_events: int = Field(
+        100,
+        ge=1,
+        description="Most events of a micro-batch ranked against one version of the shared "
+        "statistics (co-visits, sequential rules, popularity, global weights): the batch is "
+        "applied and ranked in chunks of this size, each chunk's delta taken in before the "
+        "next chunk is ranked. Smaller: fresher statistics within a busy batch (bursts of one "
+        "user's events), one more delta record per partition and chunk.",
+    )
     publish_lists: bool = Field(
         True,
         description="Publish recommendation lists. False: the workers only learn (state, "

@@ -119,7 +119,8 @@ def replay_inprocess(
     on_batch: Callable[[int], None] | None = None,
     **overrides: Any,
 ) -> InProcessResult:
-    """Run the engine over `events` in order, a list after every event (debounce 0).
+    """Run the engine over `events` in order, a list after every event (debounce 0), in
+    micro-batches of `batch_size` events ranked in chunks of `settings.shared_refresh_events`.
 
     vectors: item id → vector (the catalogue's); encode: texts → unit vectors, for events with
     text (None: their text is ignored); batch_size: events per micro-batch (default the
@@ -149,18 +150,23 @@ def replay_inprocess(
     for start in range(0, len(events), size):
         trainer.before_batch(start)  # a model of the events before this batch only
         batch = [to_event(e, parts, text_vectors) for e in events[start : start + size]]
-        applied = engine.apply(states, batch, lists="every")
-        lists = engine.rank(applied)
+        changed: set[str] = set()
+        # In chunks, as a worker does (agents/events.py): each chunk's delta is taken in
+        # before the next chunk is ranked; the states carry over in memory.
+        for a in range(0, len(batch), settings.shared_refresh_events):
+            applied = engine.apply(states, batch[a : a + settings.shared_refresh_events], "every")
+            lists = engine.rank(applied)
+            states.update(applied.states)
+            changed.update(applied.states)
+            for delta in applied.deltas.values():
+                shared.apply(delta)
+            out.extend(collected(lst, row_of) for lst in lists)
+            rejected.extend(applied.rejected)
         # Through bytes, as a worker's table does (the interest state's encoding rounds its
         # evidence to float32): the same inputs for the next batch in both runners.
         states.update(
-            (u, UserRecord.from_bytes(rec.to_bytes(), params.interest))
-            for u, rec in applied.states.items()
+            (u, UserRecord.from_bytes(states[u].to_bytes(), params.interest)) for u in changed
         )
-        for delta in applied.deltas.values():
-            shared.apply(delta)
-        out.extend(collected(lst, row_of) for lst in lists)
-        rejected.extend(applied.rejected)
         trainer.after_batch(events[start : start + size])
         batches += 1
         if on_batch is not None:

@@ -15,6 +15,7 @@ from agent_harness import T0, AgentHarness, RunScenario, Sent, event_bytes, item
 
 from recstream.agents.embedding import encode_vector
 from recstream.config.engine_params import interest_params
+from recstream.models.recommender import Applied, RecList, Recommender
 from recstream.models.shared_stats import SharedDelta
 from recstream.models.user_record import UserRecord
 from recstream.streams.records import ItemVector
@@ -229,3 +230,69 @@ def test_bad_records_in_a_batch_are_dead_lettered_and_the_rest_applied(
         assert json.loads(dead_letters(h)[0].value or b"")["offset"] == 1
 
     run_scenario(scenario, batch_wait_s=1.0)
+
+
+@pytest.mark.parametrize("refresh", [1, 500])
+def test_later_chunks_of_a_batch_rank_with_what_earlier_chunks_taught(
+    run_scenario: RunScenario, refresh: int
+) -> None:
+    """u4 goes i1 → i2, then u1 clicks i1, all in one batch: u1's list sees the co-visit and
+    the rule "i2 after i1" only when u4's events were a chunk of their own before."""
+
+    async def scenario(h: AgentHarness) -> None:
+        await publish_catalog(h)
+        async with h.agent("events") as agent:
+            await agent.put(event_bytes("u4", "b1", T0, item="i1"), key=b"u4")
+            await agent.put(event_bytes("u4", "b2", T0 + 1, item="i2"), key=b"u4")
+            await agent.put(event_bytes("u1", "a1", T0 + 2, item="i1"), key=b"u1")
+            await h.eventually(lambda: len(lists(h)) == 3, "three lists", agent)
+
+        [out] = lists(h, "u1")
+        i2 = next(i for i in out["items"] if i["item_id"] == "i2")
+        fresh = refresh == 1
+        assert (i2["signals"]["covisit"] > 0) is fresh
+        assert (i2["signals"]["sequence"] > 0) is fresh
+        # One delta record per partition and chunk that taught something (all on partition 0).
+        assert len(changelog(h, "shared-deltas")) == (3 if fresh else 1)
+        assert sorted(s.key for s in changelog(h, "user-state")) == [b"u1", b"u4"]
+
+    run_scenario(scenario, batch_wait_s=1.0, shared_refresh_events=refresh)
+
+
+def test_a_chunk_the_engine_fails_on_is_retried_event_by_event_from_its_users_records(
+    run_scenario: RunScenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of two: (e1, e2) pass; (e3, e4) fails as a whole because of e3, so u1's record
+    goes back to what (e1, e2) left, e3 alone fails again (a dead letter) and e4 is applied:
+    three events counted, each once, and a list for each of them."""
+    rank = Recommender.rank
+
+    def failing_rank(self: Recommender, applied: Applied) -> list[RecList]:
+        if any(r.event_id == "e3" for r in applied.requests):
+            raise RuntimeError("engine bug")
+        return rank(self, applied)
+
+    monkeypatch.setattr(Recommender, "rank", failing_rank)
+
+    async def scenario(h: AgentHarness) -> None:
+        await publish_catalog(h)
+        async with h.agent("events") as agent:
+            for j in range(1, 5):
+                await agent.put(event_bytes("u1", f"e{j}", T0 + j, item=f"i{j}"), key=b"u1")
+            await h.eventually(lambda: len(lists(h)) == 3, "three lists", agent)
+            assert not agent.crashed
+
+        assert [r["as_of"]["event_id"] for r in lists(h)] == ["e1", "e2", "e4"]
+        [dead] = dead_letters(h)
+        assert json.loads(dead.value or b"")["offset"] == 2
+        assert "engine bug" in json.loads(dead.value or b"")["reason"]
+        rec = record(h, "u1")
+        assert rec is not None and rec.interest.event_count == 3
+        assert not rec.interest.has_seen("e3") and rec.interest.has_seen("e4")
+        assert [s.key for s in changelog(h, "user-state")] == [b"u1"]
+        taught = [
+            SharedDelta.from_dict(json.loads(s.value or b"")) for s in changelog(h, "shared-deltas")
+        ]
+        assert [sorted(d.popularity) for d in taught] == [["i1", "i2"], ["i4"]]
+
+    run_scenario(scenario, batch_wait_s=1.0, shared_refresh_events=2)
