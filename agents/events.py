@@ -20,7 +20,9 @@ sent reflects the user's last event.
 
 An event the engine refuses is dead-lettered and the rest of the batch applied; if a chunk
 fails as a whole (a bug, not data), its users' records are restored and its events retried
-one by one, and only the events that fail again are dead-lettered. Duplicates (an event id
+one by one, and only the events that fail again are dead-lettered; a user record that cannot
+be encoded at the batch's end keeps the stored one and dead-letters that user's events of the
+batch. Duplicates (an event id
 already applied: at-least-once redelivery) change nothing and publish nothing.
 """
 
@@ -194,7 +196,7 @@ class EventsShell:
         size = self.settings.shared_refresh_events
         for a in range(0, len(events), size):
             await self.run_safely(engine, decoded[a : a + size], events[a : a + size], work)
-        self.write_states(work, decoded)
+        await self.write_states(work, decoded)
         self.engine_rt.ranked(events)
 
     async def run_safely(
@@ -253,14 +255,26 @@ class EventsShell:
             else:
                 self._pending[lst.user_id] = (lst, catalog)
 
-    def write_states(self, work: BatchWork, decoded: Sequence[Decoded]) -> None:
-        """Each user the batch changed, once, under its last event (its partition)."""
+    async def write_states(self, work: BatchWork, decoded: Sequence[Decoded]) -> None:
+        """Each user the batch changed, once, under its last event (its partition). A record
+        that cannot be encoded (a bug: to_bytes refuses what it could not read back) keeps
+        the stored one, and that user's events of the batch are dead-lettered."""
         last = {d.payload.user_id: d.event for d in decoded}
         for user in work.changed:
             rec = work.states.get(user)
-            if rec is not None:
-                with as_current_event(last[user]):
-                    self.tables.user_state[user] = rec.to_bytes()
+            if rec is None:
+                continue
+            try:
+                raw = rec.to_bytes()
+            except Exception as exc:
+                log.exception("the record of user %s could not be stored", user)
+                failure = RuntimeError(f"user record not stored: {exc!r}")
+                for d in decoded:
+                    if d.payload.user_id == user:
+                        await send_dead_letter(self.topics, d.event, failure)
+                continue
+            with as_current_event(last[user]):
+                self.tables.user_state[user] = raw
 
     def due(self, user_id: str) -> bool:
         """With debounce, a user gets a list at most every `debounce_s` wall seconds."""

@@ -296,3 +296,31 @@ def test_a_chunk_the_engine_fails_on_is_retried_event_by_event_from_its_users_re
         assert [sorted(d.popularity) for d in taught] == [["i1", "i2"], ["i4"]]
 
     run_scenario(scenario, batch_wait_s=1.0, shared_refresh_events=2)
+
+
+def test_a_record_that_cannot_be_stored_dead_letters_its_users_events_only(
+    run_scenario: RunScenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    to_bytes = UserRecord.to_bytes
+
+    def refusing(self: UserRecord) -> bytes:
+        if self.recent and self.recent[-1][0] == "i3":
+            raise ValueError("a user record holds a non-finite number")
+        return to_bytes(self)
+
+    monkeypatch.setattr(UserRecord, "to_bytes", refusing)
+
+    async def scenario(h: AgentHarness) -> None:
+        await publish_catalog(h)
+        async with h.agent("events") as agent:
+            await agent.put(event_bytes("u1", "e1", T0, item="i1"), key=b"u1")
+            await agent.put(event_bytes("u4", "b1", T0, item="i2"), key=b"u4")
+            await agent.put(event_bytes("u4", "b2", T0 + 1, item="i3"), key=b"u4")
+            await h.eventually(lambda: len(dead_letters(h)) == 2, "u4's dead letters", agent)
+            assert not agent.crashed
+        assert [json.loads(d.value or b"")["offset"] for d in dead_letters(h)] == [1, 2]
+        assert record(h, "u4") is None
+        rec = record(h, "u1")
+        assert rec is not None and rec.interest.event_count == 1
+
+    run_scenario(scenario, batch_wait_s=1.0)
