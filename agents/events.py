@@ -22,8 +22,8 @@ An event the engine refuses is dead-lettered and the rest of the batch applied; 
 fails as a whole (a bug, not data), its users' records are restored and its events retried
 one by one, and only the events that fail again are dead-lettered; a user record that cannot
 be encoded at the batch's end keeps the stored one and dead-letters that user's events of the
-batch. Duplicates (an event id
-already applied: at-least-once redelivery) change nothing and publish nothing.
+batch. Duplicates (an event id already applied: at-least-once redelivery) change nothing and
+publish nothing.
 """
 
 from __future__ import annotations
@@ -177,11 +177,14 @@ class EventsShell:
         """Each user's record, read once under an event of the user's own partition."""
         states: dict[str, UserRecord | None] = {}
         for d in decoded:
-            user = d.payload.user_id
-            if user not in states:
-                with as_current_event(d.event):
-                    states[user] = self.engine_rt.load_state(self.tables.user_state.get(user))
+            if d.payload.user_id not in states:
+                states[d.payload.user_id] = self.stored(d)
         return states
+
+    def stored(self, d: Decoded) -> UserRecord | None:
+        """The table's record of `d`'s user, read under `d` (the user's own partition)."""
+        with as_current_event(d.event):
+            return self.engine_rt.load_state(self.tables.user_state.get(d.payload.user_id))
 
     async def process(self, batch: Sequence[faust.types.EventT]) -> None:
         if self.engine_rt.needs_scan:
@@ -227,11 +230,9 @@ class EventsShell:
         from the table (the engine updates records in place)."""
         for d in decoded:
             user = d.payload.user_id
-            if user in kept:
-                work.states[user] = self.engine_rt.load_state(kept[user])
-            else:
-                with as_current_event(d.event):
-                    work.states[user] = self.engine_rt.load_state(self.tables.user_state.get(user))
+            work.states[user] = (
+                self.engine_rt.load_state(kept[user]) if user in kept else self.stored(d)
+            )
 
     async def publish(
         self,

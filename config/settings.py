@@ -214,8 +214,8 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(
         500,
         ge=1,
-        description="Most events a worker applies and ranks in one engine call (one matrix "
-        "product per batch; each changed user is written once per batch).",
+        description="Most events a worker reads, writes and acks together (each changed user "
+        "is written once per batch); the engine takes them `shared_refresh_events` at a time.",
     )
     shared_refresh_events: int = Field(
         100,

@@ -136,6 +136,7 @@ def replay_inprocess(
     text_vectors = dict(zip(texts, encode(texts), strict=True)) if texts and encode else {}
     size = batch_size or settings.batch_max_events
     parts = settings.events_partitions
+    chunk = settings.shared_refresh_events
     # As in a worker (cli/worker.py): one BLAS thread unless configured otherwise. An idle
     # OpenBLAS pool spins, and its threads thrash on the engine's many small products.
     blas = threadpool_limits(limits=settings.blas_threads, user_api="blas")
@@ -153,8 +154,8 @@ def replay_inprocess(
         changed: set[str] = set()
         # In chunks, as a worker does (agents/events.py): each chunk's delta is taken in
         # before the next chunk is ranked; the states carry over in memory.
-        for a in range(0, len(batch), settings.shared_refresh_events):
-            applied = engine.apply(states, batch[a : a + settings.shared_refresh_events], "every")
+        for a in range(0, len(batch), chunk):
+            applied = engine.apply(states, batch[a : a + chunk], "every")
             lists = engine.rank(applied)
             states.update(applied.states)
             changed.update(applied.states)
