@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import torch
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
 from recstream.agents.embedding import decode_vector
@@ -173,13 +174,18 @@ def run_trainer(
     """Consume, train on schedule, write snapshots until `stop` is set (or `max_runs`
     snapshots were written); returns the number of snapshots written."""
     stop = stop or threading.Event()
+    # Process-wide, and this process only trains: torch's default of one thread per core
+    # would spin on the cores of a worker beside it (many small ops per optimiser step).
+    torch.set_num_threads(settings.trainer_threads)
     trainer = Trainer(settings, SnapshotStore(settings.snapshots, settings.trainer_keep))
     events = _consumer(settings, f"{settings.app_id}-trainer")
     events.subscribe([settings.topic(settings.events_topic)], listener=_Rewind(events, trainer))
     items = _consumer(settings, None)
     catalog_topic = f"{settings.app_id}-catalog-changelog"
     assigned, catalog_read, runs = False, False, 0
-    log.info("trainer: snapshots in %s", settings.snapshots)
+    log.info(
+        "trainer: snapshots in %s, %d torch threads", settings.snapshots, torch.get_num_threads()
+    )
     try:
         while not stop.is_set() and (max_runs is None or runs < max_runs):
             if not assigned:

@@ -33,7 +33,7 @@ def sasrec_params(settings: Settings) -> SasrecParams:
     return SasrecParams(
         dim=s.sasrec_dim, heads=s.sasrec_heads, layers=s.sasrec_layers, max_len=s.sasrec_max_len,
         epochs=s.sasrec_epochs, warm_epochs=s.sasrec_warm_epochs, loss_share=s.sasrec_loss_share,
-        windows_per_user=s.sasrec_windows_per_user,
+        windows_per_user=s.sasrec_windows_per_user, batch_size=s.sasrec_batch_size,
     ).check()  # fmt: skip
 
 
@@ -53,6 +53,7 @@ def engine_params(settings: Settings, **overrides: Any) -> EngineParams:
         "eta_tau": s.eta_tau,
         "weight_shrinkage": s.weight_shrinkage,
         "feedback_baseline": s.feedback_baseline,
+        "feedback_temperature": s.feedback_temperature,
         "covisit_window_s": s.covisit_window_s,
         "covisit_half_life_s": s.covisit_half_life_s,
         "covisit_neighbours": s.covisit_neighbours,

@@ -291,6 +291,13 @@ class Settings(BaseSettings):
         description="μ of the η rule: the mean signal row of the list's candidate pool (pool) "
         "or of the served list (served, the rule as first published).",
     )
+    feedback_temperature: float = Field(
+        0.2,
+        gt=0,
+        description="τ of the pool baseline: μ is the pool's mean under softmax(score/τ) of "
+        "the list's fused scores (scores in [0, 1]), so d − μ is the gradient of the consumed "
+        "item's log-likelihood over the pool. inf: the plain mean.",
+    )
     weight_shrinkage: float = Field(
         10.0,
         ge=0,
@@ -347,8 +354,14 @@ class Settings(BaseSettings):
     sasrec_warm_epochs: int = Field(
         1, ge=1, description="Epochs of a run warm-started from the previous snapshot."
     )
+    sasrec_batch_size: int = Field(
+        32,
+        ge=1,
+        description="Training windows per optimiser step (small batches: more steps for the "
+        "same full-softmax product, which is most of a run's cost).",
+    )
     sasrec_loss_share: float = Field(
-        0.25,
+        0.5,
         gt=0,
         le=1,
         description="Share of each window's targets in the loss (the full-softmax product is "
@@ -367,6 +380,12 @@ class Settings(BaseSettings):
         500, ge=1, description="Events seen before the first training run."
     )
     trainer_seed: int = Field(0, description="Seed of every training run.")
+    trainer_threads: int = Field(
+        1,
+        ge=1,
+        description="torch CPU threads of the trainer process (1: the other cores stay with "
+        "the workers and the broker on a shared machine; raise it on a machine of its own).",
+    )
     trainer_device: str | None = Field(
         None, description="torch device of the trainer (None: CUDA when present, else CPU)."
     )

@@ -12,7 +12,8 @@ Two verbs, in the river/bytewax spirit, with every input a value passed in:
   fusion, MMR and exploration) and, walking the requests in event order, applies feedback:
   ``w ← Π(w + η·(d − μ)/‖d − μ‖)`` with d the consumed item's signals in the list the user was
   served (the previous request's list, within the batch too) and μ the mean of that list's
-  candidate pool (or of the served list itself, ``feedback_baseline="served"``).
+  candidate pool under a softmax of its fused scores (``feedback_temperature``; or of the
+  served list itself, ``feedback_baseline="served"``).
 
 Shared statistics (popularity, co-visitation, sequential rules, global weights) are frozen
 during a batch and change only when deltas are applied (`SharedStats.apply`), in every runner
@@ -64,7 +65,7 @@ from recstream.models.sequence_rules import next_pairs
 from recstream.models.shared_stats import SharedDelta, SharedStats
 from recstream.models.signals import DEFAULT_SIGNALS
 from recstream.models.user_record import ServedList, UserRecord
-from recstream.models.weights import EtaSchedule, WeightState, feedback_sign
+from recstream.models.weights import EtaSchedule, WeightState, feedback_sign, pool_baseline
 
 SIGNAL_NAMES: tuple[str, ...] = DEFAULT_SIGNALS.names
 SASREC = SIGNAL_NAMES.index("sasrec")
@@ -111,6 +112,7 @@ class EngineParams:
     window_long_step_s: float = 6 * 3600.0
     served_kept: int = 3
     feedback_baseline: Literal["pool", "served"] = "pool"
+    feedback_temperature: float | None = 0.2
 
     def __post_init__(self) -> None:
         # The engine is built without the settings object: it checks what would otherwise
@@ -123,6 +125,9 @@ class EngineParams:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.weight_shrinkage < 0 or self.eta < 0 or self.eta_global < 0:
             raise ConfigError("weight_shrinkage, eta and eta_global must be >= 0")
+        t = self.feedback_temperature
+        if t is not None and not t > 0:
+            raise ConfigError(f"feedback_temperature must be > 0, got {t}")
 
     def with_dim(self, dim: int) -> EngineParams:
         """The same hyperparameters for `dim`-wide vectors (the encoder's)."""
@@ -466,8 +471,9 @@ class Recommender:
         users' weights (and each shard's global copy, carried in that shard's delta).
 
         Two passes. A walk in event order applies feedback and fixes each list's weights: the
-        η update needs the consumed item's signal row and the mean row of the pool of the list
-        it answers, which that list's pool gives before the list is ranked. Then the lists are
+        η update needs the consumed item's signal row and the softmax-weighted mean row of the
+        pool of the list it answers (under that list's weights), which that list's pool gives
+        before the list is ranked. Then the lists are
         fused, cut and diversified together. With ``feedback_baseline="served"`` μ is the
         served list itself, so the walk first ranks the lists staged so far."""
         reqs = applied.requests
@@ -637,7 +643,7 @@ class Recommender:
         if ref is None:
             return
         if isinstance(ref, int):
-            found = self._pool_feedback(walk.sig, ref, item_id, probe)
+            found = self._pool_feedback(walk.sig, ref, item_id, probe, walk.weights.get(ref))
         else:
             found = self._served_feedback(walk.sig, ref, item_id, probe)
         if found is None:
@@ -664,15 +670,21 @@ class Recommender:
         return None  # the item was not in the catalogue when the list was served
 
     def _pool_feedback(
-        self, sig: BatchSignals, k: int, item_id: str, probe: tuple[str, int] | None
+        self,
+        sig: BatchSignals,
+        k: int,
+        item_id: str,
+        probe: tuple[str, int] | None,
+        weights: npt.NDArray[np.float64] | None,
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
-        """(d, μ) for feedback on request k's list of this batch, from its pool: μ its mean
-        normalised row, d the item's row in it (the row the list served, or would have), else
-        the probe's row under the list's bounds. None for an empty pool."""
+        """(d, μ) for feedback on request k's list of this batch, from its pool: μ its
+        `pool_baseline` under the list's `weights`, d the item's row in it (the row the list
+        served, or would have), else the probe's row under the list's bounds. None for an
+        empty pool."""
         a, b = int(sig.offsets[k]), int(sig.offsets[k + 1])
         if b == a:
             return None
-        mu = sig.norm[a:b].mean(axis=0)
+        mu = pool_baseline(sig.norm[a:b], weights, self.params.feedback_temperature)
         row = self.catalog.row_of.get(item_id)
         at = np.flatnonzero(sig.pools[k] == row) if row is not None else None
         if at is not None and at.size:
@@ -757,7 +769,7 @@ class Recommender:
             {r.item_id: [r.signals[n] for n in SIGNAL_NAMES] for r in items if r.signals},
             bounds["lo"],
             bounds["hi"],
-            sig.norm[a:b].mean(axis=0).tolist()
+            pool_baseline(sig.norm[a:b], walk.weights.get(i), p.feedback_temperature).tolist()
             if p.feedback_baseline == "pool" and b > a
             else None,
         )

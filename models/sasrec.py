@@ -53,14 +53,14 @@ class SasrecParams:
     #: Epochs from scratch, and epochs when warm-started from a previous snapshot.
     epochs: int = 6
     warm_epochs: int = 1
-    batch_size: int = 256
+    batch_size: int = 32
     lr: float = 3e-3
     #: Training windows per user: the last `max_len + 1` items, then the ones before, ...
     windows_per_user: int = 4
     #: Share of a window's targets that enter the loss (drawn per batch; the window's last
     #: target always does). The full-softmax product (targets × catalogue × dim) is almost all
     #: of the cost, and neighbouring targets of one window teach much the same.
-    loss_share: float = 0.25
+    loss_share: float = 0.5
 
     def check(self) -> SasrecParams:
         if self.dim < 1 or self.heads < 1 or self.dim % self.heads:

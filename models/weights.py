@@ -5,12 +5,12 @@ Fusion scores a candidate as ``Σ_k w_k·s_k`` with ``w`` on the probability sim
 
     w ← Π_Δ(w + sign·η·Δw),   Δw = (d − μ) / ‖d − μ‖₂
 
-where ``d`` is the normalised signal vector of the consumed item *as it was served*, ``μ`` the
-mean normalised signal vector of the served list, ``sign`` +1 for positive and −1 for negative
-feedback, and ``Π_Δ`` the exact Euclidean projection onto the simplex. ``Δw`` is a unit
-direction, so η is the step length in weight space (unitless, per feedback event) whatever
-the magnitude of the signal gap. When ``‖d − μ‖ < eps`` the consumed item is
-indistinguishable from the list average and carries no information: no update.
+where ``d`` is the normalised signal vector of the consumed item *as it was served*, ``μ`` a
+baseline signal vector of the list it answers (:func:`pool_baseline`), ``sign`` +1 for
+positive and −1 for negative feedback, and ``Π_Δ`` the exact Euclidean projection onto the
+simplex. ``Δw`` is a unit direction, so η is the step length in weight space (unitless, per
+feedback event) whatever the magnitude of the signal gap. When ``‖d − μ‖ < eps`` the consumed
+item is indistinguishable from the list average and carries no information: no update.
 
 Per-user weights are shrunk toward the global weights (see :meth:`WeightState.effective`):
 
@@ -68,6 +68,28 @@ def project_to_simplex(v: npt.ArrayLike) -> FloatArray:
     rho = int(np.flatnonzero(u - (css - 1.0) / j > 0.0)[-1]) + 1
     theta = (css[rho - 1] - 1.0) / rho
     return np.maximum(x - theta, 0.0)
+
+
+def pool_baseline(
+    rows: npt.ArrayLike, weights: npt.ArrayLike | None, temperature: float | None
+) -> FloatArray:
+    """μ of the η rule over a candidate pool: float64[k], a convex combination of `rows`.
+
+    rows: the pool's normalised signal rows, float[n, k] with n ≥ 1; weights: the weights the
+    list was fused with (scores ``rows @ weights``, in [0, 1]). With `temperature` τ > 0, μ is
+    the mean of the rows under softmax(score/τ): then (d − μ)/τ is the gradient in w of the
+    log-probability of d's item under that softmax over the pool, so the η rule takes normalised
+    steps up that log-likelihood. τ → ∞ (or None, or no weights) gives the plain mean; τ → 0
+    the top-scored row.
+    """
+    r = np.asarray(rows, dtype=np.float64)
+    if r.ndim != 2 or not r.shape[0]:
+        raise ValidationError(f"a pool baseline needs rows of shape (n >= 1, k), got {r.shape}")
+    if temperature is None or weights is None or math.isinf(temperature):
+        return np.asarray(r.mean(axis=0), dtype=np.float64)
+    s = r @ np.asarray(weights, dtype=np.float64)
+    e = np.exp((s - s.max()) / temperature)
+    return np.asarray((e / e.sum()) @ r, dtype=np.float64)
 
 
 def check_simplex(w: npt.ArrayLike, k: int | None = None, *, name: str = "weights") -> FloatArray:

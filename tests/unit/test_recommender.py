@@ -602,8 +602,10 @@ def test_served_baseline_feedback_within_a_batch_moves_the_weights() -> None:
         {"mmr_trade_off": 1.5},
         {"exploration_share": -0.1},
         {"eta": -0.01},
+        {"feedback_temperature": 0.0},
+        {"feedback_temperature": float("nan")},
     ],
-    ids=lambda c: next(iter(c)),
+    ids=lambda c: f"{next(iter(c))}={next(iter(c.values()))}",
 )
 def test_out_of_range_hyperparameters_are_refused_when_the_engine_is_configured(
     change: dict[str, float],

@@ -66,10 +66,12 @@ def test_every_engine_setting_reaches_the_engine() -> None:
         sequence_neighbours=7,
         sequence_candidates=9,
         feedback_baseline="served",
+        feedback_temperature=0.5,
     )
     p = engine_params(s)
     assert (p.sequence_window_s, p.sequence_steps, p.sequence_sources) == (120.0, 3, 4)
     assert (p.sequence_gap_half_life_s, p.sequence_half_life_s) == (60.0, 86_400.0)
     assert (p.sequence_neighbours, p.sequence_candidates) == (7, 9)
     assert p.feedback_baseline == "served"
+    assert p.feedback_temperature == 0.5
     assert p.recent_kept == 5  # covisit_recent 5 > steps 3, sources 4

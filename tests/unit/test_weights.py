@@ -19,6 +19,7 @@ from recstream.models.weights import (
     WeightState,
     check_simplex,
     feedback_sign,
+    pool_baseline,
     project_to_simplex,
 )
 
@@ -334,3 +335,56 @@ def test_simulation_learns_the_predictive_signal(true_column: int, seed: int) ->
         for name, w in (("learned", learned), ("equal", equal)):
             hits[name] += int(wanted in top_k(fuse(s, w)[0], 10))
     assert hits["learned"] > hits["equal"] + 0.2 * trials, hits
+
+
+# --- μ of the η rule over a pool ------------------------------------------------------------
+
+unit = st.floats(0.0, 1.0, allow_nan=False)
+pools = st.tuples(st.integers(1, 12), st.integers(1, 6)).flatmap(
+    lambda nk: st.tuples(
+        arrays(np.float64, nk, elements=unit),
+        arrays(np.float64, nk[1], elements=st.floats(0.01, 1.0)),
+    )
+)
+
+
+@FAST
+@given(pools, st.floats(0.01, 10.0))
+def test_pool_baseline_is_a_convex_combination_of_the_rows(pool, tau) -> None:
+    rows, w = pool
+    w = w / w.sum()
+    mu = pool_baseline(rows, w, tau)
+    assert mu.shape == (rows.shape[1],)
+    assert np.all(mu >= rows.min(axis=0) - 1e-12) and np.all(mu <= rows.max(axis=0) + 1e-12)
+
+
+@FAST
+@given(pools, st.floats(0.05, 2.0))
+def test_pool_baseline_gives_the_gradient_of_the_log_likelihood(pool, tau) -> None:
+    """(d − μ)/τ is ∂/∂w log softmax(rows·w/τ)[j]: checked by central differences."""
+    rows, w = pool
+    w = w / w.sum()
+
+    def log_p(v: npt.NDArray[np.float64], j: int) -> float:
+        s = rows @ v / tau
+        return float(s[j] - (s.max() + np.log(np.exp(s - s.max()).sum())))
+
+    mu = pool_baseline(rows, w, tau)
+    for j in range(rows.shape[0]):
+        h = 1e-6
+        numeric = np.array(
+            [(log_p(w + h * e, j) - log_p(w - h * e, j)) / (2 * h) for e in np.eye(w.size)]
+        )
+        np.testing.assert_allclose(numeric, (rows[j] - mu) / tau, atol=1e-5)
+
+
+def test_pool_baseline_limits_are_the_mean_and_the_top_row() -> None:
+    rows = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.1]])
+    w = np.array([0.7, 0.3])
+    np.testing.assert_allclose(pool_baseline(rows, w, None), rows.mean(axis=0))
+    np.testing.assert_allclose(pool_baseline(rows, None, 0.1), rows.mean(axis=0))
+    np.testing.assert_allclose(pool_baseline(rows, w, float("inf")), rows.mean(axis=0))
+    np.testing.assert_allclose(pool_baseline(rows, w, 1e6), rows.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(pool_baseline(rows, w, 1e-4), rows[0], atol=1e-9)
+    with pytest.raises(ValidationError):
+        pool_baseline(np.zeros((0, 2)), w, 0.2)
