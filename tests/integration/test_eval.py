@@ -169,3 +169,34 @@ def test_eval_inprocess_with_ablations_reports_candidate_recall(tmp_path: Path) 
     (served,) = metrics["model_timeline"]  # prequential: trained on the first batch only
     assert served["first_event"] == served["trained_events"] == 500
     assert "## Sequence model versions" in report
+
+
+def test_recstream_beats_item_knn_and_is_level_with_sequence_knn_on_a_slice(
+    tmp_path: Path,
+) -> None:
+    """The in-process engine on the first 10,000 MovieLens events (the first time slice, where
+    users' first sessions are long bursts), with the default sequence-model schedule.
+
+    Measured at f186fac: recstream HR@10 / NDCG@10 0.3581 / 0.2168, sequence_knn 0.3569 /
+    0.2091, item_knn 0.2416 / 0.1183. recstream must beat item_knn by a wide margin and
+    sequence_knn on NDCG@10; on HR@10 the two tie on this slice (the lead, 1.065x through
+    Kafka, builds over the later slices of the full replay, too long for this tier), so HR@10
+    may not fall more than 2% below sequence_knn's: the trained model's floats differ from one
+    CPU to another."""
+    if not (ML_SMALL / "ratings.csv").is_file():
+        pytest.skip(f"MovieLens latest-small not found at {ML_SMALL} (set RECSTREAM_ML_SMALL)")
+    metrics = run_eval(
+        _settings(),
+        str(ML_SMALL),
+        tmp_path / "eval",
+        limit=10_000,
+        console=Console(stderr=True),
+        encoder_factory=encoder_from_settings,
+        engine="inprocess",
+    )
+    s = metrics["systems"]
+    ours, knn, seq = s["recstream"], s["item_knn"], s["sequence_knn"]
+    for metric in ("hr@10", "ndcg@10"):
+        assert ours[metric] > 1.2 * knn[metric], (metric, ours[metric], knn[metric])
+    assert ours["ndcg@10"] > seq["ndcg@10"], (ours["ndcg@10"], seq["ndcg@10"])
+    assert ours["hr@10"] >= 0.98 * seq["hr@10"], (ours["hr@10"], seq["hr@10"])
