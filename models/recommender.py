@@ -112,7 +112,7 @@ class EngineParams:
     window_long_step_s: float = 6 * 3600.0
     served_kept: int = 3
     feedback_baseline: Literal["pool", "served"] = "pool"
-    feedback_temperature: float | None = 0.2
+    feedback_temperature: float = 0.2
 
     def __post_init__(self) -> None:
         # The engine is built without the settings object: it checks what would otherwise
@@ -125,9 +125,8 @@ class EngineParams:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.weight_shrinkage < 0 or self.eta < 0 or self.eta_global < 0:
             raise ConfigError("weight_shrinkage, eta and eta_global must be >= 0")
-        t = self.feedback_temperature
-        if t is not None and not t > 0:
-            raise ConfigError(f"feedback_temperature must be > 0, got {t}")
+        if not self.feedback_temperature > 0:  # inf: the plain mean; NaN is refused too
+            raise ConfigError(f"feedback_temperature must be > 0, got {self.feedback_temperature}")
 
     def with_dim(self, dim: int) -> EngineParams:
         """The same hyperparameters for `dim`-wide vectors (the encoder's)."""

@@ -71,7 +71,7 @@ def project_to_simplex(v: npt.ArrayLike) -> FloatArray:
 
 
 def pool_baseline(
-    rows: npt.ArrayLike, weights: npt.ArrayLike | None, temperature: float | None
+    rows: npt.ArrayLike, weights: npt.ArrayLike | None, temperature: float
 ) -> FloatArray:
     """μ of the η rule over a candidate pool: float64[k], a convex combination of `rows`.
 
@@ -79,13 +79,13 @@ def pool_baseline(
     list was fused with (scores ``rows @ weights``, in [0, 1]). With `temperature` τ > 0, μ is
     the mean of the rows under softmax(score/τ): then (d − μ)/τ is the gradient in w of the
     log-probability of d's item under that softmax over the pool, so the η rule takes normalised
-    steps up that log-likelihood. τ → ∞ (or None, or no weights) gives the plain mean; τ → 0
-    the top-scored row.
+    steps up that log-likelihood. τ = ∞ (or no weights) gives the plain mean; τ → 0 the
+    top-scored row.
     """
     r = np.asarray(rows, dtype=np.float64)
     if r.ndim != 2 or not r.shape[0]:
         raise ValidationError(f"a pool baseline needs rows of shape (n >= 1, k), got {r.shape}")
-    if temperature is None or weights is None or math.isinf(temperature):
+    if weights is None or math.isinf(temperature):
         return np.asarray(r.mean(axis=0), dtype=np.float64)
     s = r @ np.asarray(weights, dtype=np.float64)
     e = np.exp((s - s.max()) / temperature)
