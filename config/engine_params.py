@@ -21,6 +21,7 @@ def interest_params(settings: Settings) -> InterestParams:
     return InterestParams(
         short_half_life_s=settings.short_half_life_s,
         long_half_life_s=settings.long_half_life_s,
+        evidence_half_life_s=settings.evidence_half_life_s,
         dedupe_capacity=settings.dedupe_capacity,
         max_consumed=settings.max_consumed,
         event_weights=weights,

@@ -190,6 +190,13 @@ class Settings(BaseSettings):
     long_half_life_s: float = Field(
         60 * 86_400.0, gt=0, description="Half-life (event-time s) of the long interest horizon."
     )
+    evidence_half_life_s: float = Field(
+        3 * 3600.0,
+        gt=0,
+        description="Half-life (event-time s) of the category evidence of the Bayesian interest "
+        "posterior (the category and predictive signals, exploration, top_interests). Stored "
+        "user states stay readable when it changes.",
+    )
     text_weight: float = Field(
         1.5, description="Weight of an embedded search query in the interest vectors."
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from recstream.evaluation.oracle import ORACLE
 from recstream.evaluation.replay import CollectedList
 from recstream.evaluation.scoring import N_SLICES, RECALL_K, SYSTEM_UNDER_TEST, K
 
@@ -177,6 +178,7 @@ def _accuracy(m: Mapping[str, Any]) -> list[str]:
         )
     for name, why in m["skipped_systems"].items():
         lines.append(f"| {name} | skipped: {why} |  |  |  |  |  |  |  |")
+    lines += _ceiling(m)
     if m["systems"][SYSTEM_UNDER_TEST].get("missing"):
         lines.append("")
         lines.append(
@@ -184,6 +186,25 @@ def _accuracy(m: Mapping[str, Any]) -> list[str]:
             "previous event (scored as misses)."
         )
     return lines
+
+
+def _ceiling(m: Mapping[str, Any]) -> list[str]:
+    """What the ground-truth oracle's row means, and how close the system under test is."""
+    oracle, ours = m["systems"].get(ORACLE), m["systems"][SYSTEM_UNDER_TEST]
+    if not oracle:
+        return []
+    shares = [
+        f"{_fmt(ours[x] / oracle[x], 3)} of its {label}"
+        for x, label in ((f"hr@{K}", f"HR@{K}"), (f"ndcg@{K}", f"NDCG@{K}"))
+        if ours.get(x) is not None and oracle.get(x)
+    ]
+    return [
+        "",
+        f"`{ORACLE}` ranks by the generator's own probability of each item (the true topic "
+        "interest at the list's time times the item's popularity within its topic): the "
+        "ceiling of this protocol, not a peer. "
+        + (f"{SYSTEM_UNDER_TEST} reaches {' and '.join(shares)}." if shares else ""),
+    ]
 
 
 def _cold_start(m: Mapping[str, Any]) -> list[str]:

@@ -44,6 +44,7 @@ from recstream.evaluation.inprocess import (
     scored_replay,
 )
 from recstream.evaluation.metrics import percentiles
+from recstream.evaluation.oracle import ORACLE, TrueInterestOracle
 from recstream.evaluation.parallel_jobs import run_jobs
 from recstream.evaluation.plots import write_plots
 from recstream.evaluation.prequential import ScoreCard, is_target, slice_edges
@@ -180,7 +181,7 @@ def run_eval(
             vectors=vectors,
         )
 
-    models, skipped = _baselines(settings, vectors, vector_source)
+    models, skipped = _baselines(settings, vectors, vector_source, data)
     jobs: dict[str, Callable[[], Any]] = {}
     if engine == "inprocess":
         variants = inprocess_variants(
@@ -386,15 +387,18 @@ def _interacting_users(events: Sequence[Mapping[str, Any]]) -> tuple[dict[str, i
 
 
 def _baselines(
-    settings: Settings, vectors: Mapping[str, Any] | None, vector_source: str
+    settings: Settings, vectors: Mapping[str, Any] | None, vector_source: str, data: EvalData
 ) -> tuple[dict[str, Recommender], dict[str, str]]:
-    """(the in-process baselines, name → why a baseline is skipped)."""
+    """(the in-process baselines, name → why a baseline is skipped); on synthetic data also
+    the ground-truth `oracle` (the protocol's ceiling, not a peer: oracle.py)."""
     models: dict[str, Recommender] = {
         "popularity": DecayedPopularity(half_life_s=settings.popularity_half_life_s),
         "item_knn": ItemKNNCoVisit(),
         "recent_popularity": RecentPopularity(),
         "sequence_knn": SequenceKNN(),
     }
+    if data.synthetic is not None:
+        models[ORACLE] = TrueInterestOracle(data.synthetic)
     skipped: dict[str, str] = {}
     if vectors:
         models["static_embedding"] = StaticEmbeddingSimilarity(vectors)

@@ -4,7 +4,8 @@ One matrix product scores every request's short and long interest vectors agains
 catalogue (float32, (2R × d)·(d × N)); the semantic candidates are each row's top
 `per_source` (argpartition), and the same product gives the semantic signals of every other
 candidate by a gather. Column order of the raw signal matrix: the registry's
-(signals.py): semantic_short, semantic_long, covisit, trending, category, freshness, sequence.
+(signals.py): semantic_short, semantic_long, covisit, trending, category, freshness, sequence,
+sasrec (filled in by the engine from the sequence model), predictive.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from recstream.models.signals import DEFAULT_SIGNAL_NAMES
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 N_SIGNALS = len(DEFAULT_SIGNAL_NAMES)
+PREDICTIVE = DEFAULT_SIGNAL_NAMES.index("predictive")
 
 
 @dataclass(frozen=True)
@@ -135,12 +137,14 @@ def sequence_scores(
 @dataclass(frozen=True)
 class BatchContext:
     """What every request of a batch shares: popularity per row, the top popular rows, the
-    padded category index per row, and the category labels."""
+    padded category index per row, the category labels, and each row's share of its
+    categories' popularity (:func:`category_shares`, same shape as the index)."""
 
     pop_lm: FloatArray
     popular: IntArray
     category_index: IntArray
     labels: tuple[str, ...]
+    shares: FloatArray
 
     @classmethod
     def build(cls, catalog: Catalog, shared: SharedStats, n_popular: int) -> BatchContext:
@@ -148,7 +152,30 @@ class BatchContext:
         pop = shared.popularity_by_row(catalog)[:rows]
         live = np.where(catalog.alive[:rows], pop, -np.inf)
         labels, index = catalog.category_index()  # pad: the extra 0 slot of the means
-        return cls(pop, top_rows(live, n_popular, catalog.id_rank()), index, labels)
+        shares = category_shares(live, index, len(labels))
+        return cls(pop, top_rows(live, n_popular, catalog.id_rank()), index, labels, shares)
+
+
+def category_shares(pop_lm: FloatArray, category_index: IntArray, n_labels: int) -> FloatArray:
+    """float64[rows, width]: P(item | category), each row's share of the decayed popularity of
+    each of its categories, pop_i / sum of pop_j over the rows j of that category. `pop_lm` is
+    popularity as log mass (-inf: none, or not servable); the time factor of the decay is the
+    same for every item and cancels in the ratio. Pad slots (`n_labels`) and rows without
+    popularity get 0. Invariant: per category, its rows' shares sum to 1, or to 0 when none
+    of them has popularity."""
+    out = np.zeros(category_index.shape, dtype=np.float64)
+    finite = np.isfinite(pop_lm)
+    if not finite.any():
+        return out
+    mass = np.where(finite, np.exp(pop_lm - pop_lm[finite].max()), 0.0)
+    width = category_index.shape[1]
+    totals = np.bincount(
+        category_index.ravel(), weights=np.repeat(mass, width), minlength=n_labels + 1
+    )
+    denom = totals[category_index]
+    real = (category_index < n_labels) & (denom > 0)
+    np.divide(np.broadcast_to(mass[:, None], out.shape), denom, out=out, where=real)
+    return out
 
 
 #: Extra semantic rows taken from the float32 product before the exact re-score.
@@ -306,13 +333,23 @@ def raw_signals(
     lm = ctx.pop_lm[rows]
     with np.errstate(over="ignore"):
         raw[:, 3] = np.where(np.isfinite(lm), np.exp(np.minimum(lm - pop_rate * at, 700.0)), 0.0)
-    means = np.array([[q.category_mean.get(c, 0.0) for c in ctx.labels] + [0.0] for q in requests])
-    raw[:, 4] = means[owner[:, None], ctx.category_index[rows]].max(axis=1)
+    affinity = category_means(requests, ctx.labels)[owner[:, None], ctx.category_index[rows]]
+    raw[:, 4] = affinity.max(axis=1)
+    # The Dirichlet posterior's predictive probability of the item: the category affinity
+    # alone ranks a category's items alike, trending alone ignores the user; their product is
+    # what a user with these category shares picking by popularity within a category picks.
+    raw[:, PREDICTIVE] = (affinity * ctx.shares[rows]).sum(axis=1)
     age = np.maximum(at - catalog.item_ts[rows], 0.0)
     raw[:, 5] = np.where(np.isfinite(age), np.exp(-fresh_rate * age), 0.0)
     if sequences:
         raw[:, 6] = _covisit_column(rows, owner, sequences, catalog.rows)
     return raw
+
+
+def category_means(requests: Sequence[SignalInputs], labels: Sequence[str]) -> FloatArray:
+    """float64[R, len(labels) + 1]: each request's posterior mean per category label, and 0
+    in the last column (the pad slot of the category index)."""
+    return np.array([[q.category_mean.get(c, 0.0) for c in labels] + [0.0] for q in requests])
 
 
 def segment_bounds(raw: FloatArray, offsets: IntArray) -> tuple[FloatArray, FloatArray]:

@@ -214,13 +214,17 @@ class InterestParams:
         raise ValidationError(f"unknown event type {event_type!r}; known: {known}")
 
     def fingerprint(self) -> int:
-        """CRC-32 of (dim, half-lives): the values a serialized state is only valid under."""
+        """CRC-32 of (dim, short and long half-lives): the values a serialized state is only
+        valid under. The evidence half-life is not among them: the evidence is stored as its
+        mass at the state's last event, which any half-life reads alike (it then decays at the
+        reader's rate). Its slot holds the long half-life, as it did when the evidence always
+        decayed at that rate, so states written then keep their fingerprint."""
         packed = struct.pack(
             "<Hddd",
             self.dim,
             self.short_half_life_s,
             self.long_half_life_s,
-            self.evidence_half_life,
+            self.long_half_life_s,
         )
         return zlib.crc32(packed)
 
@@ -668,7 +672,8 @@ class InterestState:
         """Decode to_bytes output under `params`; StateError on any inconsistency.
 
         Windows longer than params' capacities are cut to their newest entries, so capacities
-        may change between writes; dim and half-lives may not (fingerprint check).
+        may change between writes; dim and the short and long half-lives may not (fingerprint
+        check). The evidence keeps its mass at the last event under any evidence half-life.
         """
         p = params if params is not None else InterestParams()
         if not isinstance(data, bytes | bytearray | memoryview):

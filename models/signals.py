@@ -31,6 +31,7 @@ DEFAULT_SIGNAL_NAMES: tuple[str, ...] = (
     "freshness",  # item age (newer is higher)
     "sequence",  # what users consume next after the user's last items (sequence_rules.py)
     "sasrec",  # the trained sequence model's score of the next item (sasrec.py; 0 without one)
+    "predictive",  # P(item | user): category posterior shares × share of category popularity
 )
 
 

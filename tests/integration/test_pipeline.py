@@ -65,6 +65,7 @@ def test_events_in_lists_out_with_as_of_and_explanations(
         "freshness",
         "sequence",
         "sasrec",
+        "predictive",
     }
     assert last["model_version"] is None  # no trainer runs: the sequence model is absent
     assert abs(sum(last["weights"].values()) - 1.0) < 1e-9

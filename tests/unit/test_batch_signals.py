@@ -13,10 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recstream.models.batch_signals import (
+    PREDICTIVE,
+    BatchContext,
     CoVisits,
     SignalInputs,
     _cosines,
     _covisit_column,
+    category_shares,
+    raw_signals,
     semantic_scores,
     semantic_tops,
     top_rows,
@@ -157,3 +161,53 @@ def test_category_index_follows_the_catalogue() -> None:
     cat.set_categories("b", ("z", "x", "y"))
     labels, index = cat.category_index()
     assert labels == ("x", "y", "z") and index.tolist() == [[0, 1, 3], [2, 0, 1]]
+
+
+@FAST
+@given(
+    cats=st.lists(
+        st.lists(st.integers(0, 3), min_size=0, max_size=3, unique=True), min_size=1, max_size=25
+    ),
+    pops=st.lists(st.sampled_from([0.0, -3.0, 1.5, 40.0, float("-inf")]), min_size=25, max_size=25),
+    shift=st.floats(-500.0, 500.0),
+)
+def test_category_shares_are_each_categorys_popularity_distribution(
+    cats: list[list[int]], pops: list[float], shift: float
+) -> None:
+    n_labels = 4
+    width = max(1, *(len(c) for c in cats))
+    index = np.full((len(cats), width), n_labels, dtype=np.int64)
+    for row, labels in enumerate(cats):
+        index[row, : len(labels)] = labels
+    lm = np.asarray(pops[: len(cats)], dtype=np.float64)
+    shares = category_shares(lm, index, n_labels)
+    assert shares.shape == index.shape and np.all(shares >= 0)
+    assert np.all(shares[index == n_labels] == 0) and np.all(shares[~np.isfinite(lm)] == 0)
+    for c in range(n_labels):
+        members = index == c
+        total = shares[members].sum()
+        has_mass = bool(np.isfinite(lm[members.any(axis=1)]).any())
+        assert total == pytest.approx(1.0 if has_mass else 0.0, abs=1e-9)
+    # Log mass at another time (the decay's common factor) gives the same shares.
+    np.testing.assert_allclose(category_shares(lm + shift, index, n_labels), shares, atol=1e-12)
+
+
+def test_predictive_is_the_posterior_mixture_of_within_category_popularity() -> None:
+    cat = Catalog(DIM)
+    rng = np.random.default_rng(3)
+    spec = {"a": ("x",), "b": ("x",), "c": ("y",), "d": ("x", "y")}
+    for item_id, labels in spec.items():
+        cat.upsert(item_id, rng.normal(size=DIM), labels)
+    labels, index = cat.category_index()
+    pop = np.log(np.array([3.0, 1.0, 2.0, 4.0]))  # decayed counts 3, 1, 2, 4 (rows a..d)
+    ctx = BatchContext(pop, np.arange(4), index, labels, category_shares(pop, index, len(labels)))
+    req = SignalInputs(
+        short=np.ones(DIM, np.float32), long=np.ones(DIM, np.float32), at_ts=0.0, recent=(),
+        exclude=np.zeros(0, np.int64), category_mean={"x": 0.75, "y": 0.25},
+    )  # fmt: skip
+    rows = np.arange(4, dtype=np.int64)
+    raw = raw_signals(rows, np.zeros(4, np.int64), [req], [CoVisits.empty()], ctx, cat,
+                      pop_rate=0.0, fresh_rate=0.0)  # fmt: skip
+    # x holds a, b, d (mass 8), y holds c, d (mass 6).
+    want = [0.75 * 3 / 8, 0.75 * 1 / 8, 0.25 * 2 / 6, 0.75 * 4 / 8 + 0.25 * 4 / 6]
+    np.testing.assert_allclose(raw[:, PREDICTIVE], want)

@@ -7,7 +7,7 @@ import math
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -380,6 +380,21 @@ def test_smaller_capacities_on_load_keep_the_newest() -> None:
     back = InterestState.from_bytes(s.to_bytes(), small)
     assert [back.has_seen(f"e{i}") for i in (3, 4, 5)] == [False, True, True]
     assert [back.has_consumed(f"item{i}") for i in (3, 4, 5)] == [False, True, True]
+
+
+def test_a_state_reads_under_another_evidence_half_life_with_its_evidence_at_the_last_event() -> (
+    None
+):
+    s = state_of(build([("purchase", 0.0, 1, 0.0), ("click", 600.0, 2, 0.0)]))
+    last = s.last_ts
+    hour = replace(PARAMS, evidence_half_life_s=3600.0)
+    assert hour.fingerprint() == PARAMS.fingerprint()  # states written before stay readable
+    back = InterestState.from_bytes(s.to_bytes(), hour)
+    now = s.evidence(last)
+    assert back.evidence(last) == pytest.approx(now, rel=1e-6)
+    later = back.evidence(last + 3600.0)
+    assert later == pytest.approx({c: v / 2 for c, v in now.items()}, rel=1e-5)
+    np.testing.assert_allclose(back.score_vector("long", last), s.score_vector("long", last))
 
 
 def test_serialized_size_matches_the_formula_and_budget() -> None:

@@ -92,10 +92,12 @@ def test_a_snapshot_of_another_catalogue_or_width_is_refused(snap: Snapshot) -> 
 
 
 def test_a_record_with_seven_signals_is_upgraded() -> None:
+    """A record of the seven signals before `sasrec` gets weight 0 for it (and for the
+    signals added after it)."""
     eng = Recommender(PARAMS, catalog(), PARAMS.shared_stats())
     old = eng.new_state()
     old.weights = WeightState(np.full(7, 1 / 7), n=2)
     applied = eng.apply({"u9": old}, [Event("u9", "e0", "click", T0, IDS[1])])
     eng.rank(applied)
     w = applied.states["u9"].weights
-    assert w.k == len(SIGNAL_NAMES) == 8 and w.weights[COL] == 0.0
+    assert w.k == len(SIGNAL_NAMES) == 9 and w.weights[COL] == 0.0 and w.weights[-1] == 0.0

@@ -24,12 +24,13 @@ def test_default_registry_order_and_frozen() -> None:
             "freshness",
             "sequence",
             "sasrec",
+            "predictive",
         )
     )
     assert DEFAULT_SIGNALS.frozen
     with pytest.raises(StateError):
         DEFAULT_SIGNALS.register("gru4rec")
-    assert len(DEFAULT_SIGNALS) == 8
+    assert len(DEFAULT_SIGNALS) == 9
 
 
 def test_register_appends_and_indexes() -> None:
@@ -48,19 +49,19 @@ def test_register_appends_and_indexes() -> None:
 def test_extended_plugs_in_a_signal_without_touching_the_original() -> None:
     extended = DEFAULT_SIGNALS.extended("gru4rec")
     assert extended.names == (*DEFAULT_SIGNAL_NAMES, "gru4rec")
-    assert extended.index("gru4rec") == 8
+    assert extended.index("gru4rec") == 9
     assert not extended.frozen
     assert DEFAULT_SIGNALS.names == DEFAULT_SIGNAL_NAMES
 
 
 def test_vector_missing_is_zero_unknown_raises() -> None:
     v = DEFAULT_SIGNALS.vector({"trending": 2.5, "semantic_short": 0.9})
-    np.testing.assert_array_equal(v, [0.9, 0.0, 0.0, 2.5, 0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(v, [0.9, 0.0, 0.0, 2.5, 0.0, 0.0, 0.0, 0.0, 0.0])
     assert v.dtype == np.float64
     with pytest.raises(ValidationError):
         DEFAULT_SIGNALS.vector({"trendng": 1.0})
     np.testing.assert_array_equal(
-        DEFAULT_SIGNALS.vector({"trendng": 1.0}, strict=False), np.zeros(8)
+        DEFAULT_SIGNALS.vector({"trendng": 1.0}, strict=False), np.zeros(9)
     )
 
 

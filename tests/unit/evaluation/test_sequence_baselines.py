@@ -183,10 +183,19 @@ def test_sequence_knn_rejects_bad_parameters(kwargs: dict[str, object]) -> None:
 
 def test_the_eval_runs_both_peers_beside_the_other_baselines() -> None:
     from recstream.config.settings import Settings
+    from recstream.evaluation.data import EvalData
+    from recstream.evaluation.oracle import TrueInterestOracle
     from recstream.evaluation.run import _baselines
+    from recstream.evaluation.synthetic import SyntheticConfig, generate
 
-    models, skipped = _baselines(Settings(), None, "no vectors here")
+    movielens_like = EvalData("ml", [], [], views_are_targets=False)
+    models, skipped = _baselines(Settings(), None, "no vectors here", movielens_like)
     assert isinstance(models["recent_popularity"], RecentPopularity)
     assert isinstance(models["sequence_knn"], SequenceKNN)
-    assert {"popularity", "item_knn"} <= set(models)
+    assert {"popularity", "item_knn"} <= set(models) and "oracle" not in models
     assert skipped == {"static_embedding": "no vectors here"}
+    # Generated data also gets its ground-truth ceiling.
+    syn = generate(SyntheticConfig(n_items=20, n_users=2, events_per_user=3))
+    with_truth = EvalData("synthetic", [], [], views_are_targets=True, synthetic=syn)
+    models, _ = _baselines(Settings(), None, "no vectors here", with_truth)
+    assert isinstance(models["oracle"], TrueInterestOracle)

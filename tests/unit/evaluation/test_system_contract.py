@@ -15,6 +15,7 @@ from recstream.evaluation.baselines import (
     ItemKNNCoVisit,
     StaticEmbeddingSimilarity,
 )
+from recstream.evaluation.oracle import TrueInterestOracle
 from recstream.evaluation.sequence_baselines import RecentPopularity, SequenceKNN
 from recstream.evaluation.synthetic import SyntheticConfig, generate
 from recstream.evaluation.systems import BaselineSystem, EngineSystem, System
@@ -46,6 +47,7 @@ FACTORIES: dict[str, Callable[[], System]] = {
     "static_embedding": lambda: BaselineSystem(StaticEmbeddingSimilarity(VECTORS), K),
     "recent_popularity": lambda: BaselineSystem(RecentPopularity(window_s=86_400.0), K),
     "sequence_knn": lambda: BaselineSystem(SequenceKNN(), K),
+    "oracle": lambda: BaselineSystem(TrueInterestOracle(DATA), K),
 }
 
 
