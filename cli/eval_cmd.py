@@ -120,6 +120,15 @@ def eval_command(
     ]
     lat = metrics["latency_ms"]
     typer.echo("\n".join(rows))
+    if best := metrics.get("best_peer"):
+        hr, ndcg = best["hr@10"], best["ndcg@10"]
+        ceiling = " (oracle: the ground-truth ceiling, not a peer)"
+        typer.echo(
+            f"{SYSTEM_UNDER_TEST} against the best baseline: HR@10 {hr['ratio'] or 0:.3f}x of "
+            f"{hr['peer']}, NDCG@10 {ndcg['ratio'] or 0:.3f}x of {ndcg['peer']}; behind it in "
+            f"slices {best['slices_behind'] or 'none'} after the first"
+            + (ceiling if "oracle" in metrics["systems"] else "")
+        )
     typer.echo(
         f"{SYSTEM_UNDER_TEST} ranker {metrics['systems'][SYSTEM_UNDER_TEST]['ranker']}; "
         f"latency p50/p95/p99 {lat['p50']}/{lat['p95']}/{lat['p99']} ms; "

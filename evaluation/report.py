@@ -178,7 +178,7 @@ def _accuracy(m: Mapping[str, Any]) -> list[str]:
         )
     for name, why in m["skipped_systems"].items():
         lines.append(f"| {name} | skipped: {why} |  |  |  |  |  |  |  |")
-    lines += _ceiling(m)
+    lines += _against_best_peer(m) + _ceiling(m)
     if m["systems"][SYSTEM_UNDER_TEST].get("missing"):
         lines.append("")
         lines.append(
@@ -186,6 +186,26 @@ def _accuracy(m: Mapping[str, Any]) -> list[str]:
             "previous event (scored as misses)."
         )
     return lines
+
+
+def _against_best_peer(m: Mapping[str, Any]) -> list[str]:
+    """The system under test as a multiple of the best baseline, per metric, and the time
+    slices (after the first) in which it is behind the best baseline of that slice."""
+    best = m.get("best_peer")
+    if not best:
+        return []
+    parts = [
+        f"{metric.upper()} {_fmt(best[metric]['ratio'], 3)}× of `{best[metric]['peer']}`"
+        for metric in (f"hr@{K}", f"ndcg@{K}")
+        if best[metric]["ratio"] is not None
+    ]
+    behind = best["slices_behind"]
+    named = f"slice{'s' * (len(behind) > 1)} {', '.join(map(str, behind))}"
+    return [
+        "",
+        f"{SYSTEM_UNDER_TEST} against the best baseline: {', '.join(parts)}; behind the best "
+        "baseline of the slice in " + (named if behind else "no slice") + " after the first.",
+    ]
 
 
 def _ceiling(m: Mapping[str, Any]) -> list[str]:

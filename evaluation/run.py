@@ -56,6 +56,7 @@ from recstream.evaluation.scoring import (
     SYSTEM_UNDER_TEST,
     K,
     ablation_summary,
+    best_peer,
     candidate_recall,
     long_tail,
     mean_finite,
@@ -261,6 +262,8 @@ def run_eval(
     metrics["long_tail"] = long_tail(data.events, target, cards)
     metrics["candidate_recall"] = candidate_recall(cards, metrics["slices"]["edges"])
     metrics["ablations"] = ablation_summary(cards, ablation_runs) if ablations else None
+    peers = [name for name in models if name != ORACLE]
+    metrics["best_peer"] = best_peer(metrics["systems"], metrics["slices"]["systems"], peers)
     metrics["model_timeline"] = model_timeline
     extras = None
     if data.synthetic is not None:

@@ -267,6 +267,35 @@ def ablation_summary(
     return out
 
 
+def best_peer(
+    systems: Mapping[str, Mapping[str, Any]],
+    slices: Mapping[str, Sequence[Mapping[str, Any]]],
+    peers: Sequence[str],
+) -> dict[str, Any] | None:
+    """The system under test against the best of `peers` (the baselines; never its own
+    variants or the oracle): per metric (HR@K, NDCG@K) the best peer, its value and the
+    ratio; and the time slices after the first in which the system's HR@K is below the best
+    peer's of that slice. None without a scored peer."""
+    ours = systems.get(SYSTEM_UNDER_TEST)
+    scored = [p for p in peers if p in systems]
+    if ours is None or not scored:
+        return None
+    out: dict[str, Any] = {}
+    for metric in (f"hr@{K}", f"ndcg@{K}"):
+        name = max(scored, key=lambda p: float(systems[p][metric] or 0.0))
+        value = float(systems[name][metric] or 0.0)
+        mine = float(ours[metric] or 0.0)
+        out[metric] = {"peer": name, "value": value, "ratio": mine / value if value else None}
+    behind = []
+    rows = slices.get(SYSTEM_UNDER_TEST, [])
+    for i in range(1, len(rows)):
+        best = max(float(slices[p][i][f"hr@{K}"] or 0.0) for p in scored if p in slices)
+        if float(rows[i][f"hr@{K}"] or 0.0) < best:
+            behind.append(i)
+    out["slices_behind"] = behind
+    return out
+
+
 # --- synthetic extras --------------------------------------------------------------------------
 def _switch_offsets(
     events: Sequence[Mapping[str, Any]], switch_times: Mapping[str, float]

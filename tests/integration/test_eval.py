@@ -226,6 +226,9 @@ def test_recstream_beats_every_peer_on_the_synthetic_generator(tmp_path: Path) -
         best = max(s[n][metric] for n in peers)
         assert s["recstream"][metric] > margin * best, (metric, s["recstream"][metric], best)
         assert s["oracle"][metric] > s["recstream"][metric], metric
+        stated = metrics["best_peer"][metric]  # what the report and the command print
+        assert stated["value"] == best and stated["peer"] in peers
+        assert stated["ratio"] == pytest.approx(s["recstream"][metric] / best)
     tail = metrics["long_tail"]["systems"]
     id_only = ("item_knn", "sequence_knn", "popularity", "recent_popularity")
     assert tail["recstream"]["hr@10"] > max(tail[n]["hr@10"] for n in id_only), tail

@@ -211,3 +211,31 @@ def test_the_cli_refuses_ablations_through_kafka(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "--ablations" in result.output and "--engine inprocess" in result.output
     assert not out.exists()
+
+
+def test_best_peer_is_the_strongest_baseline_per_metric_and_names_the_slices_behind() -> None:
+    from recstream.evaluation.scoring import best_peer
+
+    systems = {
+        "recstream": {"hr@10": 0.30, "ndcg@10": 0.20},
+        "item_knn": {"hr@10": 0.25, "ndcg@10": 0.10},
+        "sequence_knn": {"hr@10": 0.20, "ndcg@10": 0.16},
+        "oracle": {"hr@10": 0.90, "ndcg@10": 0.80},  # not a peer: never the best one
+        "fixed_weights": {"hr@10": 0.50, "ndcg@10": 0.50},  # a variant, not a peer
+    }
+
+    def rows(*hr: float) -> list[dict[str, float]]:
+        return [{"hr@10": h} for h in hr]
+
+    slices = {
+        "recstream": rows(0.1, 0.5, 0.2, 0.4),
+        "item_knn": rows(0.9, 0.4, 0.3, 0.1),
+        "sequence_knn": rows(0.9, 0.6, 0.1, 0.2),
+        "oracle": rows(1.0, 1.0, 1.0, 1.0),
+    }
+    out = best_peer(systems, slices, ["item_knn", "sequence_knn"])
+    assert out is not None
+    assert out["hr@10"] == {"peer": "item_knn", "value": 0.25, "ratio": pytest.approx(1.2)}
+    assert out["ndcg@10"] == {"peer": "sequence_knn", "value": 0.16, "ratio": pytest.approx(1.25)}
+    assert out["slices_behind"] == [1, 2]  # slice 0 (the first) is not counted
+    assert best_peer(systems, slices, []) is None
