@@ -82,6 +82,7 @@ def eval_command(
     """Replay a data set through the pipeline (real broker, real workers) or the same engine
     in-process, and score it prequentially against in-process baselines."""
     from recstream.agents.embedding import encoder_from_settings
+    from recstream.evaluation.oracle import ORACLE
     from recstream.evaluation.run import run_eval
     from recstream.evaluation.scoring import SYSTEM_UNDER_TEST
     from recstream.models.errors import RecstreamError
@@ -122,12 +123,12 @@ def eval_command(
     typer.echo("\n".join(rows))
     if best := metrics.get("best_peer"):
         hr, ndcg = best["hr@10"], best["ndcg@10"]
-        ceiling = " (oracle: the ground-truth ceiling, not a peer)"
+        ceiling = f" ({ORACLE}: the ground-truth ceiling, not a peer)"
         typer.echo(
             f"{SYSTEM_UNDER_TEST} against the best baseline: HR@10 {hr['ratio'] or 0:.3f}x of "
             f"{hr['peer']}, NDCG@10 {ndcg['ratio'] or 0:.3f}x of {ndcg['peer']}; behind it in "
             f"slices {best['slices_behind'] or 'none'} after the first"
-            + (ceiling if "oracle" in metrics["systems"] else "")
+            + (ceiling if ORACLE in metrics["systems"] else "")
         )
     typer.echo(
         f"{SYSTEM_UNDER_TEST} ranker {metrics['systems'][SYSTEM_UNDER_TEST]['ranker']}; "

@@ -642,7 +642,7 @@ class Recommender:
         if ref is None:
             return
         if isinstance(ref, int):
-            found = self._pool_feedback(walk.sig, ref, item_id, probe, walk.weights.get(ref))
+            found = self._pool_feedback(walk, ref, item_id, probe)
         else:
             found = self._served_feedback(walk.sig, ref, item_id, probe)
         if found is None:
@@ -669,21 +669,16 @@ class Recommender:
         return None  # the item was not in the catalogue when the list was served
 
     def _pool_feedback(
-        self,
-        sig: BatchSignals,
-        k: int,
-        item_id: str,
-        probe: tuple[str, int] | None,
-        weights: npt.NDArray[np.float64] | None,
+        self, walk: BatchWalk, k: int, item_id: str, probe: tuple[str, int] | None
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
-        """(d, μ) for feedback on request k's list of this batch, from its pool: μ its
-        `pool_baseline` under the list's `weights`, d the item's row in it (the row the list
-        served, or would have), else the probe's row under the list's bounds. None for an
-        empty pool."""
-        a, b = int(sig.offsets[k]), int(sig.offsets[k + 1])
-        if b == a:
+        """(d, μ) for feedback on request k's list of this batch, from its pool: μ the walk's
+        `pool_mean` of that list, d the item's row in it (the row the list served, or would
+        have), else the probe's row under the list's bounds. None for an empty pool."""
+        sig = walk.sig
+        mu = walk.pool_mean(k, self.params.feedback_temperature)
+        if mu is None:
             return None
-        mu = pool_baseline(sig.norm[a:b], weights, self.params.feedback_temperature)
+        a = int(sig.offsets[k])
         row = self.catalog.row_of.get(item_id)
         at = np.flatnonzero(sig.pools[k] == row) if row is not None else None
         if at is not None and at.size:
@@ -761,16 +756,14 @@ class Recommender:
         items = self._ranked_items(sig, fused, j)
         if walk.arms is not None:
             items = self._explore(items, req, walk.arms)
-        a, b = int(sig.offsets[i]), int(sig.offsets[i + 1])
         bounds = {"lo": sig.lo[i].tolist(), "hi": sig.hi[i].tolist()}
+        mu = walk.pool_mean(i, p.feedback_temperature) if p.feedback_baseline == "pool" else None
         served = ServedList(
             rec_id,
             {r.item_id: [r.signals[n] for n in SIGNAL_NAMES] for r in items if r.signals},
             bounds["lo"],
             bounds["hi"],
-            pool_baseline(sig.norm[a:b], walk.weights.get(i), p.feedback_temperature).tolist()
-            if p.feedback_baseline == "pool" and b > a
-            else None,
+            None if mu is None else mu.tolist(),
         )
         rec.served = [*rec.served, served][-p.served_kept :]
         walk.served[i] = served
@@ -915,6 +908,18 @@ class BatchWalk:
     lists: dict[int, RecList] = field(default_factory=dict)
     served: dict[int, ServedList] = field(default_factory=dict)
     refs: dict[str, list[ServedList | int]] = field(default_factory=dict)
+    means: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
+
+    def pool_mean(self, i: int, temperature: float) -> npt.NDArray[np.float64] | None:
+        """μ of request i's list: `pool_baseline` of its pool under the weights it was staged
+        with (fixed from then on), computed once for the list's own ServedList and for
+        feedback on it later in the batch. None for an empty pool."""
+        if i not in self.means:
+            a, b = int(self.sig.offsets[i]), int(self.sig.offsets[i + 1])
+            if b == a:
+                return None
+            self.means[i] = pool_baseline(self.sig.norm[a:b], self.weights.get(i), temperature)
+        return self.means[i]
 
     def stage(self, i: int, weights: npt.NDArray[np.float64] | None) -> None:
         """Request i's list is to be ranked with `weights` (None: no served list, the
