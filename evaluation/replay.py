@@ -27,6 +27,7 @@ clocks are this machine's, in milliseconds.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import shutil
@@ -47,7 +48,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from recstream.config.settings import Settings
 from recstream.evaluation.workers import TrainerProcess, WorkerProcess
-from recstream.models.errors import RecstreamError, ValidationError
+from recstream.models.errors import RecstreamError, ReplayCancelled, ValidationError
 from recstream.streams.admin import delete_topics_with_prefix, ensure_topics
 from recstream.streams.codecs import Limits
 from recstream.streams.producer import check_record, make_producer
@@ -138,8 +139,10 @@ class _Collector(threading.Thread):
     thread removes each one when a list reflecting it arrives.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, cancel: threading.Event | None = None) -> None:
         super().__init__(name="recstream-collector", daemon=True)
+        #: Set from outside to stop the replay this collector serves (`_check_workers`).
+        self.cancel = cancel
         topic = settings.topic(settings.recommendations_topic)
         self._consumer = KafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
@@ -379,6 +382,8 @@ def _check_workers(workers: list[WorkerProcess], collector: _Collector) -> None:
             )
     if collector.error is not None:
         raise RecstreamError(f"the list collector failed: {collector.error!r}")
+    if collector.cancel is not None and collector.cancel.is_set():
+        raise ReplayCancelled("stopped: the replay running beside this one failed")
 
 
 def _group_ready(settings: Settings, members: int) -> bool:
@@ -556,6 +561,7 @@ def replay(
     on_phase: Callable[[str, Settings], None] | None = None,
     completion: Completion = "lists",
     trainer: bool = False,
+    cancel: threading.Event | None = None,
 ) -> ReplayResult:
     """Run the events through `workers` real worker processes; see the module docstring.
 
@@ -590,9 +596,12 @@ def replay(
             the workers, started once they are ready, with the run's own snapshot folder
             (only with `trainer_every_events` > 0). It dying does not stop the replay; it is
             noted.
+        cancel: once set (by another thread), the replay stops at its next check of the
+            workers (within about a second) and raises ReplayCancelled.
 
     Raises:
-        RecstreamError: a worker died or never became ready; ValidationError: an invalid record.
+        RecstreamError: a worker died or never became ready; ValidationError: an invalid record;
+        ReplayCancelled: `cancel` was set.
     """
     if workers < 1:
         raise ValidationError(f"workers must be >= 1, got {workers}")
@@ -612,7 +621,7 @@ def replay(
     shutil.rmtree(work_dir / "workers", ignore_errors=True)
 
     ensure_topics(settings)
-    collector = _Collector(settings)
+    collector = _Collector(settings, cancel)
     procs: list[WorkerProcess] = []
     trainer_proc: TrainerProcess | None = None
     producer = make_producer(settings)
@@ -857,23 +866,32 @@ WORKER_EMBEDDING_CACHE = "embedding-cache"
 
 
 def _seed_embedding_cache(cache: Path | None, data_dir: Path) -> None:
-    """Copy the kept embedding cache into a worker's (new) data dir."""
+    """Copy the kept embedding cache into a worker's (new) data dir (under a shared lock:
+    see `_keep_embedding_cache`)."""
     if cache is None or not cache.is_dir():
         return
     data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(cache, data_dir / WORKER_EMBEDDING_CACHE, dirs_exist_ok=True)
+    with open(cache.with_name(cache.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        shutil.copytree(cache, data_dir / WORKER_EMBEDDING_CACHE, dirs_exist_ok=True)
 
 
 def _keep_embedding_cache(data_dir: Path, cache: Path | None) -> None:
-    """Replace the kept cache with a (stopped) worker's cache, via a temporary copy."""
+    """Replace the kept cache with a (stopped) worker's cache, via a temporary copy. Under
+    an exclusive lock on a file beside it: two replays running at once (the eval's
+    fixed-weights twin) end at about the same time, and one's swap must not meet the
+    other's copy."""
     source = data_dir / WORKER_EMBEDDING_CACHE
     if cache is None or not source.is_dir():
         return
-    tmp = cache.with_name(cache.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    shutil.rmtree(cache, ignore_errors=True)
-    tmp.rename(cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.with_name(cache.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        tmp = cache.with_name(cache.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        shutil.rmtree(cache, ignore_errors=True)
+        tmp.rename(cache)
 
 
 def _send_probes(

@@ -375,6 +375,12 @@ def _latency(m: Mapping[str, Any]) -> list[str]:
         f"- worker start-up (group stable, catalogue ingested, probes answered): "
         f"{_fmt(run['startup_s'], 1)} s; lists for {run['unreflected']} events never arrived.",
     ]
+    if run.get("concurrent_replays"):
+        lines.append(
+            "- the fixed-weights replay ran at the same time, on the same machine: these "
+            "latencies and this throughput are those of a machine shared by two pipelines "
+            "(`--serial-replays` measures one alone)."
+        )
     for note in run["notes"]:
         lines.append(f"- note: {note}")
     return lines

@@ -20,9 +20,11 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -65,7 +67,12 @@ from recstream.evaluation.scoring import (
     synthetic_extras,
 )
 from recstream.evaluation.sequence_baselines import RecentPopularity, SequenceKNN
-from recstream.models.errors import DatasetError, RecstreamError, ValidationError
+from recstream.models.errors import (
+    DatasetError,
+    RecstreamError,
+    ReplayCancelled,
+    ValidationError,
+)
 
 #: Default flow-control window of the replay, per worker (see run_eval): a worker's
 #: micro-batch (RECSTREAM_BATCH_MAX_EVENTS, 500), so that batches fill. Lists still reflect
@@ -91,6 +98,7 @@ def run_eval(
     encoder_factory: Callable[[Settings], Any],
     engine: str = "kafka",
     ablations: bool = False,
+    concurrent_replays: bool = True,
 ) -> dict[str, Any]:
     """Replay `dataset` through the pipeline, score it and the baselines, write the outputs.
 
@@ -122,6 +130,13 @@ def run_eval(
         ablations: also replay in-process with exploration off (exploration_share 0) and with
             MMR off (mmr_trade_off 1), scored as `no_exploration` and `no_mmr` (issue #13 item
             4). In-process only (raises ValidationError with the Kafka engine); fused ranker.
+        concurrent_replays: through Kafka, run the fixed-weights replay at the same time as
+            the replay under test (own topics, worker, trainer and folders) rather than after
+            it: one replay leaves about a third of two cores idle (the worker's engine is one
+            thread; broker, trainer and producer use little), so both finish in far less than
+            twice the time of one. Their latency and throughput figures are then those of a
+            shared machine (metrics.json `run.concurrent_replays`); `--serial-replays` or
+            `recstream bench pipeline` measure them alone.
 
     Returns:
         The metrics dict written to metrics.json.
@@ -155,8 +170,9 @@ def run_eval(
         inprocess_cfg = run_settings(settings, out_dir)[0]
     else:
         result, fixed_result = _replays(
-            settings, data, out_dir, workers, rate, in_flight, console, fixed_weights=fixed_weights
-        )
+            settings, data, out_dir, workers, rate, in_flight, console,
+            fixed_weights=fixed_weights, concurrent=concurrent_replays,
+        )  # fmt: skip
         rankers = Counter(r.ranker for r in result.lists)
         console.print(f"collected {len(result.lists)} lists (rankers: {dict(rankers)})")
         with console.status("item vectors ..."):
@@ -255,6 +271,10 @@ def run_eval(
     )
     metrics["vectors"] = vector_source
     metrics["run"]["engine"] = engine
+    # Whether the fixed-weights replay shared the machine with the Kafka replay under test
+    # (in-process replays always run as parallel jobs; they measure no latency).
+    shared = engine == "kafka" and fixed_result is not None and concurrent_replays
+    metrics["run"]["concurrent_replays"] = shared
     metrics["settings"] = result.settings.model_dump(mode="json")
     metrics["machine"] = machine_info()
     if fixed_result is not None:
@@ -339,30 +359,72 @@ def _replays(
     console: Console,
     *,
     fixed_weights: bool,
+    concurrent: bool,
 ) -> tuple[ReplayResult, ReplayResult | None]:
     """The replay under test and, with `fixed_weights` and the fused ranker, the same replay
-    with η = η_global = 0. Raises when the replay under test published no list."""
+    with η = η_global = 0: after it, or (`concurrent`) at the same time in a thread, quietly
+    (one progress display). Either failing stops the other. Raises when the replay under
+    test published no list."""
+    cancel = threading.Event()
+    fixed = fixed_weights and settings.ranker == "fused"
+    together = fixed and concurrent
+    if together:
+        # Two pipelines share the cores: a worker's torch pool (the sequence model's forward
+        # passes) as wide as the machine spins on cores the other pipeline needs (on 2 cores
+        # the two replays took 103 s with it, 75 s with one thread each, against 50 s alone).
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        threads = settings.embed_threads or max(1, (cpus or os.cpu_count() or 2) // 2)
+        settings = settings.model_copy(update={"embed_threads": threads})
 
-    def run_pipeline(work_dir: Path, **overrides: Any) -> ReplayResult:
-        return replay(
-            settings,
-            data.items,
-            data.events,
-            workers=workers,
-            work_dir=work_dir,
-            rate=rate,
-            max_in_flight=in_flight,
-            console=console,
-            overrides=overrides,
-            embedding_cache=settings.home / "eval-cache" / "embedding-cache",
-            trainer=True,  # the sequence model, as the in-process replay trains it
+    def run_pipeline(
+        work_dir: Path, out: Console, overrides: dict[str, Any] | None = None
+    ) -> ReplayResult:
+        try:
+            return replay(
+                settings,
+                data.items,
+                data.events,
+                workers=workers,
+                work_dir=work_dir,
+                rate=rate,
+                max_in_flight=in_flight,
+                console=out,
+                overrides=overrides,
+                embedding_cache=settings.home / "eval-cache" / "embedding-cache",
+                trainer=True,  # the sequence model, as the in-process replay trains it
+                cancel=cancel,
+            )
+        except BaseException:
+            cancel.set()
+            raise
+
+    fixed_dir = out_dir / "fixed_weights"
+    frozen: dict[str, Any] = {"eta": 0.0, "eta_global": 0.0}
+    if together:
+        console.print(
+            "[bold]fixed_weights[/bold] (the same replay with η = η_global = 0) runs alongside, "
+            "on its own topics and worker"
         )
-
-    result = run_pipeline(out_dir)
-    fixed_result = None
-    if fixed_weights and settings.ranker == "fused":
-        console.print("[bold]fixed_weights[/bold]: the same replay with η = η_global = 0")
-        fixed_result = run_pipeline(out_dir / "fixed_weights", eta=0.0, eta_global=0.0)
+        with ThreadPoolExecutor(1, thread_name_prefix="fixed-weights") as pool:
+            later = pool.submit(run_pipeline, fixed_dir, Console(quiet=True), frozen)
+            try:
+                result = run_pipeline(out_dir, console)
+            except ReplayCancelled:
+                later.result()  # raises the error that stopped this replay
+                raise
+            console.print("waiting for the fixed_weights replay ...")
+            fixed_result: ReplayResult | None = later.result()
+        assert fixed_result is not None
+        console.print(
+            f"fixed_weights: {len(fixed_result.lists)} lists, workers ready after "
+            f"{fixed_result.startup_s:.1f} s, {fixed_result.events_per_s:.0f} events/s"
+        )
+    else:
+        result = run_pipeline(out_dir, console)
+        fixed_result = None
+        if fixed:
+            console.print("[bold]fixed_weights[/bold]: the same replay with η = η_global = 0")
+            fixed_result = run_pipeline(fixed_dir, console, overrides=frozen)
     if not result.lists:
         raise RecstreamError(f"no list arrived; see {result.worker_logs}")
     return result, fixed_result

@@ -40,3 +40,7 @@ class JobFailed(RecstreamError):
 class SnapshotError(StateError):
     """A sequence-model snapshot was refused: corrupt, of another format or catalogue, or of
     a shape the reader cannot use. The message says which check failed."""
+
+
+class ReplayCancelled(RecstreamError):
+    """A replay stopped early because a replay running beside it failed."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,11 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
         assert systems["fixed_weights"]["n"] == systems["recstream"]["n"]
         assert systems["fixed_weights"]["missing"] == 0
         assert metrics["run"]["fixed_weights"]["max_weight_spread"] < 1e-9
+        # The control ran beside the run under test (the default), each worker's torch
+        # pool narrowed to its share of the cores.
+        assert metrics["run"]["concurrent_replays"] is True
+        assert "ran at the same time" in (out / "report.md").read_text()
+        assert 1 <= metrics["settings"]["embed_threads"] <= max(1, (os.cpu_count() or 2) // 2)
     assert systems["recstream"]["missing"] == 0, "a list reflecting a previous event was lost"
     assert set(metrics["latency_ms"]) >= {"p50", "p95", "p99"}
     assert 0 < metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"]
@@ -122,6 +129,42 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
         f"{ranker} HR@10 {systems['recstream']['hr@10']:.4f} <= popularity "
         f"{systems['popularity']['hr@10']:.4f}"
     )
+
+
+def test_a_cancelled_replay_stops_its_worker_and_deletes_its_topics(
+    broker: Settings, tmp_path: Path
+) -> None:
+    """What the eval does to the replay under test when its fixed-weights twin fails (and
+    the other way round): the replay stops at its next check and leaves nothing behind."""
+    from kafka import KafkaAdminClient
+
+    from recstream.evaluation.replay import replay
+    from recstream.models.errors import ReplayCancelled
+
+    def eval_topics() -> set[str]:
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        try:
+            return {t for t in admin.list_topics() if t.startswith("eval")}
+        finally:
+            admin.close()
+
+    before = eval_topics()
+    cancel = threading.Event()
+    cancel.set()
+    items = [{"item_id": "m1", "title": "A film", "categories": ["Drama"], "ts": 1.7e9}]
+    events = [
+        {"user_id": "u1", "event_type": "click", "item_id": "m1", "ts": 1.7e9 + 1, "event_id": "e1"}
+    ]
+    started = time.monotonic()
+    with pytest.raises(ReplayCancelled, match="beside this one failed"):
+        replay(
+            _settings(broker), items, events, workers=1, work_dir=tmp_path, cancel=cancel,
+            console=Console(quiet=True),
+        )  # fmt: skip
+    assert time.monotonic() - started < 60
+    assert eval_topics() <= before  # the run's throwaway topics are gone
+    log = (tmp_path / "workers" / "w0.log").read_text()
+    assert "Traceback" not in log, log[-2000:]
 
 
 def test_eval_inprocess_with_ablations_reports_candidate_recall(tmp_path: Path) -> None:

@@ -239,3 +239,26 @@ def test_best_peer_is_the_strongest_baseline_per_metric_and_names_the_slices_beh
     assert out["ndcg@10"] == {"peer": "sequence_knn", "value": 0.16, "ratio": pytest.approx(1.25)}
     assert out["slices_behind"] == [1, 2]  # slice 0 (the first) is not counted
     assert best_peer(systems, slices, []) is None
+
+
+@pytest.mark.parametrize(("flag", "concurrent"), [([], True), (["--serial-replays"], False)])
+def test_the_cli_runs_the_kafka_replays_side_by_side_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], concurrent: bool
+) -> None:
+    from typer.testing import CliRunner
+
+    import recstream.evaluation.run as run_module
+    from recstream.main import app
+    from recstream.models.errors import RecstreamError
+
+    seen: dict[str, object] = {}
+
+    def fake_run_eval(*args: object, **kwargs: object) -> dict[str, object]:
+        seen.update(kwargs)
+        raise RecstreamError("stop here")
+
+    monkeypatch.setattr(run_module, "run_eval", fake_run_eval)
+    args = ["eval", "--dataset", "synthetic", "--out", str(tmp_path / "out"), *flag]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "stop here" in result.output, result.output
+    assert seen["concurrent_replays"] is concurrent and seen["engine"] == "kafka"
