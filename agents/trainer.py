@@ -7,8 +7,10 @@ offset on every assignment: the topic's retention bounds how far back it learns)
 vectors come from the workers' catalog changelog (`<app_id>-catalog-changelog`, compacted),
 read from the beginning too.
 
-It retrains after `trainer_every_events` new events, or after `trainer_every_s` seconds with
-any new event (the first run once `trainer_min_events` arrived), warm-started from its last
+It retrains after `trainer_every_events` new events, when the events seen have grown to
+`trainer_growth` times those of its last run (models/training_schedule.py, the in-process
+replay's rule too), or after `trainer_every_s` seconds with any new event (the first run once
+`trainer_min_events` arrived), warm-started from its last
 snapshot, and writes each snapshot to the snapshot directory (agents/snapshots.py). One
 trainer runs per cluster: a second one in the same group would be given half of the
 partitions and train on half of the users.
@@ -34,6 +36,7 @@ from recstream.config.settings import Settings
 from recstream.models import sasrec
 from recstream.models.errors import RecstreamError
 from recstream.models.sasrec import Snapshot
+from recstream.models.training_schedule import training_due
 from recstream.models.user_sequences import UserSequences
 from recstream.streams.codecs import Limits, decode_event
 
@@ -88,7 +91,11 @@ class Trainer:
         new = self.sequences.events - self.trained_at_events
         if self.sequences.events < s.trainer_min_events or not new or not self.vectors:
             return False
-        return new >= s.trainer_every_events or now - self.trained_at_s >= s.trainer_every_s
+        by_events = training_due(
+            self.sequences.events, self.trained_at_events, every=max(s.trainer_every_events, 1),
+            min_events=s.trainer_min_events, growth=s.trainer_growth,
+        )  # fmt: skip
+        return by_events or now - self.trained_at_s >= s.trainer_every_s
 
     def train(self) -> Snapshot:
         """Train on everything read so far and write the snapshot (the next version)."""
@@ -177,6 +184,9 @@ def run_trainer(
     # Process-wide, and this process only trains: torch's default of one thread per core
     # would spin on the cores of a worker beside it (many small ops per optimiser step).
     torch.set_num_threads(settings.trainer_threads)
+    # The first optimiser built imports torch's compiler stack (seconds): pay it now, not in
+    # the first training run, which the workers are waiting for.
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     trainer = Trainer(settings, SnapshotStore(settings.snapshots, settings.trainer_keep))
     events = _consumer(settings, f"{settings.app_id}-trainer")
     events.subscribe([settings.topic(settings.events_topic)], listener=_Rewind(events, trainer))

@@ -386,6 +386,13 @@ class Settings(BaseSettings):
     trainer_min_events: int = Field(
         500, ge=1, description="Events seen before the first training run."
     )
+    trainer_growth: float = Field(
+        2.0,
+        ge=0,
+        description="Also retrain once the events seen reach this multiple of those the last "
+        "run trained on (runs at 500, 1,000, 2,000, 4,000 events, then every_events apart; "
+        "1 or less: off).",
+    )
     trainer_seed: int = Field(0, description="Seed of every training run.")
     trainer_threads: int = Field(
         1,
@@ -403,7 +410,10 @@ class Settings(BaseSettings):
         "<home>/snapshots/<app_id>). Shared by every worker of the cluster.",
     )
     snapshot_poll_s: float = Field(
-        10.0, gt=0, description="Wall seconds between a worker's looks for a newer snapshot."
+        1.0,
+        gt=0,
+        description="Wall seconds between a worker's looks for a newer snapshot (a directory "
+        "listing: 10 s let the early, doubling runs go unserved at hundreds of events/s).",
     )
     snapshot_max_wait_s: float = Field(
         60.0,

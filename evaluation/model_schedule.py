@@ -1,9 +1,11 @@
 """The trainer's schedule inside the in-process replay: prequential, like the live trainer.
 
-Before each micro-batch, once `every` events have arrived since the last run, a model is
-trained on the events before the batch (warm-started from the previous snapshot) and the
-engine serves it from that batch on: a list at event t only ever uses a model trained on
-events before t. The timeline records which version served which events.
+Before each micro-batch, when a run is due (models/training_schedule.py, the live trainer's
+rule: from `trainer_min_events` on, every `every` events and whenever the events seen have
+doubled), a model is trained on the events before the batch (warm-started from the
+previous snapshot) and the engine serves it from that batch on: a list at event t only
+ever uses a model trained on events before t. The timeline records which version served
+which events.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from recstream.config.settings import Settings
 from recstream.models import sasrec
 from recstream.models.recommender import Recommender
 from recstream.models.sasrec import Snapshot
+from recstream.models.training_schedule import training_due
 from recstream.models.user_sequences import UserSequences
 
 
@@ -33,7 +36,7 @@ class ServedVersion:
 
 
 class InProcessTrainer:
-    """Trains every `settings.trainer_every_events` events (0: never)."""
+    """Trains on the live trainer's schedule (`settings.trainer_every_events` 0: never)."""
 
     def __init__(self, settings: Settings, engine: Recommender) -> None:
         self.settings = settings
@@ -48,9 +51,13 @@ class InProcessTrainer:
     def before_batch(self, start: int) -> None:
         """Train when due, on the `start` events seen so far, and serve the new model."""
         s = self.settings
-        if not self.every or start - self.last_trained < self.every:
+        if not self.every:
             return
-        if start < s.trainer_min_events:
+        due = training_due(
+            start, self.last_trained, every=self.every, min_events=s.trainer_min_events,
+            growth=s.trainer_growth,
+        )  # fmt: skip
+        if not due:
             return
         cat = self.engine.catalog
         snap = sasrec.train(

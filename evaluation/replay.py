@@ -636,6 +636,17 @@ def replay(
         producer.flush()
 
         started = time.monotonic()
+        if trainer and settings.trainer_every_events > 0:
+            # Started first, so that its imports and consumer start-up overlap the workers':
+            # started once they were ready, it trained its first model on thousands of events
+            # instead of the schedule's first 500. It waits for the catalog changelog, and
+            # the first run needs events, which come only after the catalog is ingested.
+            trainer_proc = TrainerProcess(
+                settings,
+                data_dir=work_dir / "workers" / "trainer",
+                log_file=work_dir / "workers" / "trainer.log",
+            )
+            trainer_proc.start()
         with console.status(f"starting {workers} worker(s) ..."):
             # Workers start one at a time, each joining a group that is stable and has caught
             # up, as when scaling out a running pipeline: workers joining together while
@@ -672,13 +683,6 @@ def replay(
                         f"{members} worker(s) had not caught up with the catalog after "
                         f"{catalog_timeout_s:.0f} s; went on anyway"
                     )
-            if trainer and settings.trainer_every_events > 0:
-                trainer_proc = TrainerProcess(
-                    settings,
-                    data_dir=work_dir / "workers" / "trainer",
-                    log_file=work_dir / "workers" / "trainer.log",
-                )
-                trainer_proc.start()
             probes = _send_probes(settings, producer, tag, events)
             if completion == "offsets":
                 watch = committed_now = _EventsCommitted(settings)
