@@ -57,11 +57,16 @@ class Trainer:
         self.trained_at_events = 0
         self.trained_at_s = time.monotonic()
         self.bad_events = 0
+        #: Reading the events topic again from the beginning (after an assignment): no run
+        #: until it is near the end. A run on a prefix of the history (the schedule's first
+        #: 500, 1,000, ... events) would be a newer version than the model the workers serve.
+        self.replaying = False
 
     def reset(self) -> None:
         """Forget the sequences (the events are read again from the beginning)."""
         self.sequences = UserSequences(keep=4 * self.params.max_len)
         self.trained_at_events = 0
+        self.replaying = True
 
     def add_event(self, raw: bytes | None) -> None:
         try:
@@ -88,14 +93,20 @@ class Trainer:
 
     def due(self, now: float) -> bool:
         s = self.settings
-        new = self.sequences.events - self.trained_at_events
-        if self.sequences.events < s.trainer_min_events or not new or not self.vectors:
+        if self.replaying or not self.vectors:
             return False
-        by_events = training_due(
-            self.sequences.events, self.trained_at_events, every=max(s.trainer_every_events, 1),
-            min_events=s.trainer_min_events, growth=s.trainer_growth,
-        )  # fmt: skip
-        return by_events or now - self.trained_at_s >= s.trainer_every_s
+        seen, last = self.sequences.events, self.trained_at_events
+        if training_due(
+            seen, last, every=max(s.trainer_every_events, 1), min_events=s.trainer_min_events,
+            growth=s.trainer_growth,
+        ):  # fmt: skip
+            return True
+        # The wall-clock rule, for a slow stream: whatever arrived since the last run.
+        return (
+            seen >= s.trainer_min_events
+            and seen > last
+            and now - self.trained_at_s >= s.trainer_every_s
+        )
 
     def train(self) -> Snapshot:
         """Train on everything read so far and write the snapshot (the next version)."""
@@ -166,6 +177,16 @@ def _caught_up(consumer: KafkaConsumer) -> bool:
     return all(consumer.position(tp) >= ends[tp] for tp in tps)
 
 
+def _lag(consumer: KafkaConsumer) -> int | None:
+    """Records between the assigned partitions' positions and their end offsets now (None
+    before an assignment)."""
+    tps = list(consumer.assignment())
+    if not tps:
+        return None
+    ends = consumer.end_offsets(tps)
+    return sum(max(ends[tp] - consumer.position(tp), 0) for tp in tps)
+
+
 def _drain(consumer: KafkaConsumer, handle: Any, timeout_ms: int) -> int:
     n = 0
     for records in consumer.poll(timeout_ms=timeout_ms, max_records=5000).values():
@@ -205,6 +226,11 @@ def run_trainer(
                 # A model of part of the catalogue would be refused by the workers.
                 catalog_read = catalog_read or _caught_up(items)
             _drain(events, lambda m: trainer.add_event(m.value), 500)
+            if trainer.replaying:
+                # Near the end: within a first run's worth of events (a live topic is never
+                # read exactly to its end).
+                lag = _lag(events)
+                trainer.replaying = lag is None or lag >= settings.trainer_min_events
             if catalog_read and trainer.due(time.monotonic()):
                 trainer.train()
                 runs += 1

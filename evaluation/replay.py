@@ -27,6 +27,7 @@ clocks are this machine's, in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
@@ -34,7 +35,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -869,14 +870,21 @@ def replay(
 WORKER_EMBEDDING_CACHE = "embedding-cache"
 
 
+@contextlib.contextmanager
+def _cache_lock(cache: Path, mode: int) -> Iterator[None]:
+    """`flock(mode)` on the lock file beside the kept cache, released on leaving."""
+    with open(cache.with_name(cache.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, mode)  # released when the file closes
+        yield
+
+
 def _seed_embedding_cache(cache: Path | None, data_dir: Path) -> None:
     """Copy the kept embedding cache into a worker's (new) data dir (under a shared lock:
     see `_keep_embedding_cache`)."""
     if cache is None or not cache.is_dir():
         return
     data_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache.with_name(cache.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH)
+    with _cache_lock(cache, fcntl.LOCK_SH):
         shutil.copytree(cache, data_dir / WORKER_EMBEDDING_CACHE, dirs_exist_ok=True)
 
 
@@ -889,8 +897,7 @@ def _keep_embedding_cache(data_dir: Path, cache: Path | None) -> None:
     if cache is None or not source.is_dir():
         return
     cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache.with_name(cache.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with _cache_lock(cache, fcntl.LOCK_EX):
         tmp = cache.with_name(cache.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp)
