@@ -17,7 +17,10 @@ it would take are short with the libraries themselves:
    reference machine) the u8×s8 kernel sums pairs into saturating int16, and with 8-bit weights
    the cosine to fp32 fell to 0.85 on short item texts; 7 bits and per-channel scales give 0.99.
    The FFN output MatMuls stay fp32 (:data:`INT8_QUANTISATION`): of the layers tried, they
-   move nearest-neighbour agreement with fp32 most per unit of speed given up.
+   move nearest-neighbour agreement with fp32 most per unit of speed given up. Before
+   quantising, the other MatMuls' inputs are smoothed (SmoothQuant, models/smooth_quant.py):
+   a few LayerNorm channels run far wider than the rest, and one int8 scale per batch would
+   leave the others a few steps.
 3. **Tokenisation**: the model's own fast tokenizer (``tokenizers``), saved next to the graph,
    so the torch path and this one split text identically.
 
@@ -59,21 +62,23 @@ __all__ = [
 # Backend name → whether its weights are quantised to int8.
 ONNX_BACKENDS: Final = {"onnx": False, "onnx-int8": True}
 # How backend onnx-int8 quantises (`quantize_dynamic`'s arguments; `exclude`: regular
-# expressions of MatMul node names kept in fp32). Measured on 1,000 MovieLens titles against
-# fp32 (top-10 neighbour overlap / cosine): every MatMul with a weight, 7-bit per-channel
-# 0.829 / 0.9923; 8-bit unsigned weights (u8×u8 kernel, no saturation) 0.839; 8-bit signed
-# 0.834; layer 0 in fp32 0.856; the FFN output layers (their input is the GELU output, with
-# the widest range) in fp32 0.880; both 0.887, but at 1.95x plain torch encode (`bench embed
-# --no-stage --repeats 3`, 1,000 texts), under the 2x target. Kept: the FFN outputs in fp32,
-# the rest 7-bit per-channel (0.876 on the full catalogue with layer 0 too). The tag of
-# this config is part of the export folder and of the model id, so vectors or files made
-# under another config are never reused.
+# expressions of MatMul node names kept in fp32; `smooth`: SmoothQuant before quantising, see
+# models/smooth_quant.py). Kept: the FFN output MatMuls in fp32 (their input is the GELU output:
+# of the layers tried they moved neighbour agreement most per unit of speed, and smoothing
+# them made it worse), the rest 7-bit per-channel, the inputs of the query/key/value and FFN
+# input MatMuls smoothed at alpha 0.5. README (Embedding backends) has the variants measured.
+# The tag of this config is part of the export folder and of the model id, so vectors or files
+# made under another config are never reused.
 INT8_QUANTISATION: Final[dict[str, Any]] = {
     "weight_type": "QInt8",
     "per_channel": True,
     "reduce_range": True,
     "op_types_to_quantize": ["MatMul"],
     "exclude": [r"/layer\.\d+/output/dense/MatMul$"],
+    "smooth": {
+        "alpha": 0.5,
+        "nodes": [r"/attention/self/(query|key|value)/MatMul$", r"/intermediate/dense/MatMul$"],
+    },
 }
 _FORMAT: Final = 1  # bump when the exported files change meaning; old folders are re-exported
 _GRAPH: Final = "model.onnx"
@@ -88,6 +93,18 @@ _CHECK_TEXTS: Final = (
     " ".join(f"word{i}" for i in range(400)),
 )
 _CHECK_MIN_COSINE: Final = {"onnx": 0.9999, "onnx-int8": 0.95}
+# SmoothQuant's calibration batch: the check texts and a few item and search texts. Only each
+# channel's maximum is read, and the wide channels are the model's own (these four check texts
+# alone gave the same neighbour agreement on MovieLens titles as 500 held-out titles did).
+_CALIBRATION_TEXTS: Final = (
+    *_CHECK_TEXTS,
+    "The Matrix (1999). Categories: Action, Sci-Fi, Thriller.",
+    "Stainless steel water bottle, 750 ml, keeps drinks cold for 24 hours.",
+    "cheap noise cancelling headphones",
+    "A quiet drama about two sisters who inherit a vineyard in the south of France.",
+    "USB-C charger 65W",
+    "Children's picture book about a bear who learns to swim. Categories: Books, Kids.",
+)
 
 
 def _allowed_cpus() -> int:
@@ -273,12 +290,33 @@ def _write_graph(st: Any, input_names: list[str], out: Path, backend: str, model
                 dynamo=False,
             )
         if ONNX_BACKENDS[backend]:
-            _quantise(fp32_path, out / _GRAPH, INT8_QUANTISATION)
+            smoothed = out / "model-smoothed.onnx"
+            _smooth(st, input_names, fp32_path, smoothed, INT8_QUANTISATION["smooth"])
             fp32_path.unlink()
+            _quantise(smoothed, out / _GRAPH, INT8_QUANTISATION)
+            smoothed.unlink()
     except ModelError:
         raise
     except Exception as exc:
         raise ModelError(f"exporting {model_path!r} to ONNX ({backend}) failed: {exc}") from exc
+
+
+def _smooth(
+    st: Any, input_names: list[str], source: Path, target: Path, config: dict[str, Any]
+) -> None:
+    """SmoothQuant ``source`` into ``target``, calibrated on :data:`_CALIBRATION_TEXTS`."""
+    from recstream.models.smooth_quant import smooth_activations
+
+    batch = st.tokenize(list(_CALIBRATION_TEXTS))
+    feeds = {name: batch[name].numpy() for name in input_names}
+    smooth_activations(
+        source,
+        target,
+        feeds,
+        batch["attention_mask"].numpy(),
+        alpha=float(config["alpha"]),
+        patterns=list(config["nodes"]),
+    )
 
 
 def _quantise(source: Path, target: Path, config: dict[str, Any]) -> None:

@@ -98,11 +98,11 @@ def test_quality_against_torch_fp32_on_movielens_titles(
     int8 = agreement(ref, int8_enc.encode(movie_texts), k=10)
     # fp32 ONNX is the same computation: differences are float rounding only.
     assert fp32["cosine_min"] >= 0.9999 and fp32["topk_overlap"] >= 0.98, fp32
-    # int8 weights move each vector a little. The 0.9 top-10 overlap is not reached
-    # (0.83-0.84 measured: titles of one genre are near-ties, see the README); this floor
-    # catches a broken quantisation (8-bit weights on AVX2 gave cosines of 0.85).
-    assert int8["cosine_mean"] >= 0.99 and int8["cosine_min"] >= 0.95, int8
-    assert int8["topk_overlap"] >= 0.75, int8
+    # int8 weights and activations move each vector a little; SmoothQuant keeps neighbours
+    # (the bars: cosine 0.99, top-10 overlap 0.9; 0.945 measured on this sample, 0.929
+    # on the whole catalogue, 0.83-0.87 without smoothing: titles of one genre are near-ties).
+    assert int8["cosine_mean"] >= 0.99 and int8["cosine_min"] >= 0.99, int8
+    assert int8["topk_overlap"] >= 0.9, int8
 
 
 def test_onnx_batch_equals_one_by_one_and_masks_empty_texts(int8_enc: TextEncoder) -> None:
@@ -198,13 +198,16 @@ def test_a_new_quantisation_config_never_reuses_old_files_or_vectors(
     assert int8_enc.model_id.endswith(folder.name)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["quantisation"] == onnx_encoder.INT8_QUANTISATION
-    # Which weight MatMuls stayed fp32: the FFN outputs, nothing else.
+    # Which weight MatMuls stayed fp32: the FFN outputs, nothing else; the query/key/value
+    # inputs (one per layer, shared) and the FFN inputs read a smoothed activation.
     import onnx
 
     graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
     fp32 = {n.name for n in graph.node if n.op_type == "MatMul" and "/dense/" in n.name}
     assert len(fp32) == 6 and all("/attention/" not in n for n in fp32)
     assert all(n.endswith("/output/dense/MatMul") for n in fp32)
+    smoothers = [n for n in graph.node if n.op_type == "Mul" and n.name.endswith("/smooth")]
+    assert len(smoothers) == 12
 
     changed = dict(onnx_encoder.INT8_QUANTISATION, reduce_range=False)
     monkeypatch.setattr(onnx_encoder, "INT8_QUANTISATION", changed)
