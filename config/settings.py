@@ -448,7 +448,8 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="Processes `recstream eval` runs its independent jobs in (in-process "
-        "replays, each baseline, scoring). None: one per CPU. 1: all in one process.",
+        "replays, each baseline, scoring). None: one per usable CPU (affinity and cgroup quota). "
+        "1: all in one process.",
     )
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ import numpy as np
 from recstream.evaluation.oracle import ORACLE
 from recstream.evaluation.replay import CollectedList
 from recstream.evaluation.scoring import N_SLICES, RECALL_K, SYSTEM_UNDER_TEST, K
+from recstream.models.cpu_budget import usable_cpus
 
 
 def write_lists(path: Path, lists: Sequence[CollectedList]) -> None:
@@ -71,10 +72,7 @@ def machine_info() -> dict[str, Any]:
                 mem_gib = round(int(line.split()[1]) / 2**20, 1)
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
+    usable = usable_cpus()
     return {
         "code": code_version(),
         "cpu": cpu,

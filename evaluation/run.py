@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import threading
 import time
@@ -67,6 +66,7 @@ from recstream.evaluation.scoring import (
     synthetic_extras,
 )
 from recstream.evaluation.sequence_baselines import RecentPopularity, SequenceKNN
+from recstream.models.cpu_budget import usable_cpus
 from recstream.models.errors import (
     DatasetError,
     RecstreamError,
@@ -221,7 +221,7 @@ def run_eval(
             run_baselines, data.events, {name: model}, target, settings=settings,
             item_users=item_users, n_users=n_users, vectors=vectors, console=quiet,
         )  # fmt: skip
-    n_jobs = settings.eval_jobs or os.cpu_count() or 1
+    n_jobs = settings.eval_jobs or usable_cpus()
     console.print(f"{len(jobs)} jobs in {min(n_jobs, len(jobs))} processes: {', '.join(jobs)}")
     done = run_jobs(jobs, n_jobs, lambda name, wall: console.print(f"  {name}: {wall:.1f} s"))
     ablated: dict[str, ScoreCard] = {}
@@ -372,8 +372,7 @@ def _replays(
         # Two pipelines share the cores: a worker's torch pool (the sequence model's forward
         # passes) as wide as the machine spins on cores the other pipeline needs (on 2 cores
         # the two replays took 103 s with it, 75 s with one thread each, against 50 s alone).
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        threads = settings.embed_threads or max(1, (cpus or os.cpu_count() or 2) // 2)
+        threads = settings.embed_threads or max(1, usable_cpus() // 2)
         settings = settings.model_copy(update={"embed_threads": threads})
 
     def run_pipeline(

@@ -40,6 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+from recstream.models.cpu_budget import usable_cpus
 from recstream.models.errors import ModelError, ValidationError
 from recstream.models.item_text import clean_text
 from recstream.models.onnx_encoder import (
@@ -247,10 +248,7 @@ class TextEncoder:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
             return
-        try:
-            allowed = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            allowed = os.cpu_count() or 1
+        allowed = usable_cpus()  # torch sizes its pool by the host's CPUs, not a container's
         if torch.get_num_threads() > allowed:
             torch.set_num_threads(allowed)
 

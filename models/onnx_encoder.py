@@ -36,7 +36,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -48,6 +47,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from recstream.models.cpu_budget import usable_cpus
 from recstream.models.errors import ModelError
 
 __all__ = [
@@ -105,13 +105,6 @@ _CALIBRATION_TEXTS: Final = (
     "USB-C charger 65W",
     "Children's picture book about a bear who learns to swim. Categories: Books, Kids.",
 )
-
-
-def _allowed_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def backend_variant(backend: str) -> str:
@@ -423,7 +416,7 @@ class OnnxSentenceModel:
         self._tokenizer.enable_truncation(self._max_seq_length)
 
         on_cpu = list(providers)[:1] == ["CPUExecutionProvider"]
-        threads = num_threads or _allowed_cpus()
+        threads = num_threads or usable_cpus()
         self._pool = (
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onnx-run")
             if on_cpu and threads > 1
