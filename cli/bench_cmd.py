@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
+if TYPE_CHECKING:
+    from recstream.config.settings import Settings
+
 bench_app = typer.Typer(help="Benchmarks (speed and memory), JSON output.", no_args_is_help=True)
 console = Console()
+
+
+def _settings(err: Console) -> Settings:
+    """The settings, or exit 2 with pydantic's message (which names the variable)."""
+    from recstream.config.settings import load_settings
+
+    try:
+        return load_settings()
+    except Exception as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@contextlib.contextmanager
+def _clean_errors(err: Console) -> Iterator[None]:
+    """A RecstreamError (no such device, backend or dataset, ...) is one line and exit 1, not a
+    traceback."""
+    from recstream.models.errors import RecstreamError
+
+    try:
+        yield
+    except RecstreamError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
 
 def emit(result: dict[str, Any], json_file: Path | None) -> None:
@@ -51,22 +80,23 @@ def bench_embed(
 ) -> None:
     """Embedding stage end to end (items topic → stored vectors) vs the backend's plain call;
     with --no-stage the encoder alone (items/s, batch latency)."""
-    from recstream.config.settings import Settings
-
-    settings = Settings()
+    err = Console(stderr=True)
+    settings = _settings(err)
     chosen = backend or settings.embed_backend
-    if not stage:
-        from recstream.bench_embed import run_encode_bench
+    with _clean_errors(err):
+        if not stage:
+            from recstream.bench_embed import run_encode_bench
 
-        export_dir = settings.embed_export_dir or settings.home / "onnx"
-        result = run_encode_bench(
-            n, batch_size, device, backend=chosen, export_dir=export_dir, repeats=repeats
-        )
-        emit(result, json_file)
-        return
-    from recstream.bench_stage import run_stage_bench
+            export_dir = settings.embed_export_dir or settings.home / "onnx"
+            result = run_encode_bench(
+                n, batch_size, device, backend=chosen, export_dir=export_dir, repeats=repeats
+            )
+        else:
+            from recstream.bench_stage import run_stage_bench
 
-    result = run_stage_bench(settings, n, batch_size, device, backend=chosen, categories=categories)
+            result = run_stage_bench(
+                settings, n, batch_size, device, backend=chosen, categories=categories
+            )
     emit(result, json_file)
 
 
@@ -83,16 +113,15 @@ def bench_encode(
 ) -> None:
     """The encoder alone (no Kafka): the backend's plain call vs recstream's TextEncoder."""
     from recstream.bench_embed import run_encode_bench
-    from recstream.config.settings import Settings
 
-    settings = Settings()
+    err = Console(stderr=True)
+    settings = _settings(err)
     export_dir = settings.embed_export_dir or settings.home / "onnx"
-    emit(
-        run_encode_bench(
+    with _clean_errors(err):
+        result = run_encode_bench(
             n, batch_size, device, backend=backend, export_dir=export_dir, repeats=repeats
-        ),
-        json_file,
-    )
+        )
+    emit(result, json_file)
 
 
 @bench_app.command("embed-quality")
@@ -110,15 +139,15 @@ def bench_embed_quality(
 ) -> None:
     """Each backend's vectors against torch fp32: cosine and top-10 neighbour overlap (CPU)."""
     from recstream.bench_embed import movielens_item_texts, run_quality_bench
-    from recstream.config.settings import Settings
 
-    settings = Settings()
-    texts = movielens_item_texts(dataset)
-    if limit:
-        texts = texts[:limit]
+    err = Console(stderr=True)
+    settings = _settings(err)
     export_dir = settings.embed_export_dir or settings.home / "onnx"
     chosen = [b.strip() for b in backends.split(",") if b.strip()]
-    emit(run_quality_bench(texts, chosen, export_dir), json_file)
+    with _clean_errors(err):
+        texts = movielens_item_texts(dataset)
+        result = run_quality_bench(texts[:limit] if limit else texts, chosen, export_dir)
+    emit(result, json_file)
 
 
 @bench_app.command("state")
@@ -190,30 +219,22 @@ def bench_pipeline(
     from kafka.errors import KafkaError
 
     from recstream.bench_pipeline import parse_overrides, run_pipeline_bench
-    from recstream.config.settings import load_settings
-    from recstream.models.errors import RecstreamError
 
     err = Console(stderr=True)
+    settings = _settings(err)
     try:
-        settings = load_settings()
-    except Exception as exc:  # pydantic names the variable and the problem
-        err.print(f"[red]invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    try:
-        result = run_pipeline_bench(
-            settings,
-            events,
-            workers,
-            rate or None,
-            max_in_flight=max_in_flight,
-            overrides=parse_overrides(overrides or ()),
-            passthrough=passthrough,
-            state_only=state_only,
-            console=err,
-        )
-    except RecstreamError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        with _clean_errors(err):
+            result = run_pipeline_bench(
+                settings,
+                events,
+                workers,
+                rate or None,
+                max_in_flight=max_in_flight,
+                overrides=parse_overrides(overrides or ()),
+                passthrough=passthrough,
+                state_only=state_only,
+                console=err,
+            )
     except KafkaError as exc:  # no broker there: say where it looked and how to start one
         err.print(
             f"[red]error:[/red] the broker at {settings.bootstrap_servers} did not answer "

@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from recstream.models.encoder import TextEncoder
+from recstream.models.errors import DatasetError
 from recstream.models.item_text import item_text
 from recstream.models.onnx_quality import agreement
 
@@ -221,10 +222,18 @@ def movielens_item_texts(dataset: str | Path) -> list[str]:
     """The text the pipeline embeds for each MovieLens movie: title and genres via ``item_text``.
 
     ``dataset`` is a MovieLens folder holding ``movies.csv`` (e.g. ml-latest-small).
+
+    Raises:
+        DatasetError: no readable ``movies.csv`` there, or one without title and genres.
     """
     path = Path(dataset) / "movies.csv"
-    with path.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    if rows and not {"title", "genres"} <= rows[0].keys():
+        raise DatasetError(f"{path} has no title and genres columns (a MovieLens movies.csv?)")
     return [
         item_text(
             r["title"], [g for g in r["genres"].split("|") if g != "(no genres listed)"], None, None
