@@ -302,7 +302,7 @@ def _smooth(
 
     batch = st.tokenize(list(_CALIBRATION_TEXTS))
     feeds = {name: batch[name].numpy() for name in input_names}
-    smooth_activations(
+    smoothed = smooth_activations(
         source,
         target,
         feeds,
@@ -310,6 +310,12 @@ def _smooth(
         alpha=float(config["alpha"]),
         patterns=list(config["nodes"]),
     )
+    if not smoothed:  # not a BERT-style graph: quantised as it is, expect a lower agreement
+        logging.getLogger(__name__).warning(
+            "no MatMul of %s matches the SmoothQuant patterns %s; quantising without smoothing",
+            source.name,
+            list(config["nodes"]),
+        )
 
 
 def _quantise(source: Path, target: Path, config: dict[str, Any]) -> None:

@@ -53,10 +53,11 @@ def smooth_activations(
             weight is a constant are touched, and MatMuls that share an input share its scale.
 
     Returns:
-        How many activations were smoothed.
+        How many activations were smoothed; 0 when no MatMul matched (another architecture's
+        node names): ``target`` is then ``source`` unchanged, quantised as before.
 
     Raises:
-        ModelError: ``alpha`` out of range, or no MatMul matched.
+        ModelError: ``alpha`` out of range.
     """
     import onnx
 
@@ -64,11 +65,10 @@ def smooth_activations(
         raise ModelError(f"SmoothQuant alpha must be in [0, 1], got {alpha}")
     model = onnx.load(str(source))
     groups = _consumers(model, patterns)
-    if not groups:
-        raise ModelError(f"no MatMul with a constant weight matches {list(patterns)}")
-    ranges = _activation_ranges(model, list(groups), feeds, mask)
-    for name, nodes in groups.items():
-        _smooth_one(model, name, nodes, ranges[name], alpha)
+    if groups:
+        ranges = _activation_ranges(model, list(groups), feeds, mask)
+        for name, nodes in groups.items():
+            _smooth_one(model, name, nodes, ranges[name], alpha)
     onnx.save(model, str(target))
     return len(groups)
 
