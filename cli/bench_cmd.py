@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-if TYPE_CHECKING:
-    from recstream.config.settings import Settings
+from recstream.cli_errors import clean_errors, err, settings_or_exit
 
 bench_app = typer.Typer(help="Benchmarks (speed and memory), JSON output.", no_args_is_help=True)
 console = Console()
-
-
-def _settings(err: Console) -> Settings:
-    """The settings, or exit 2 with pydantic's message (which names the variable)."""
-    from recstream.config.settings import load_settings
-
-    try:
-        return load_settings()
-    except Exception as exc:
-        err.print(f"[red]invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-@contextlib.contextmanager
-def _clean_errors(err: Console) -> Iterator[None]:
-    """A RecstreamError (no such device, backend or dataset, ...) is one line and exit 1, not a
-    traceback."""
-    from recstream.models.errors import RecstreamError
-
-    try:
-        yield
-    except RecstreamError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
 
 
 def emit(result: dict[str, Any], json_file: Path | None) -> None:
@@ -80,10 +53,9 @@ def bench_embed(
 ) -> None:
     """Embedding stage end to end (items topic → stored vectors) vs the backend's plain call;
     with --no-stage the encoder alone (items/s, batch latency)."""
-    err = Console(stderr=True)
-    settings = _settings(err)
+    settings = settings_or_exit()
     chosen = backend or settings.embed_backend
-    with _clean_errors(err):
+    with clean_errors():
         if not stage:
             from recstream.bench_embed import run_encode_bench
 
@@ -114,10 +86,9 @@ def bench_encode(
     """The encoder alone (no Kafka): the backend's plain call vs recstream's TextEncoder."""
     from recstream.bench_embed import run_encode_bench
 
-    err = Console(stderr=True)
-    settings = _settings(err)
+    settings = settings_or_exit()
     export_dir = settings.embed_export_dir or settings.home / "onnx"
-    with _clean_errors(err):
+    with clean_errors():
         result = run_encode_bench(
             n, batch_size, device, backend=backend, export_dir=export_dir, repeats=repeats
         )
@@ -140,11 +111,10 @@ def bench_embed_quality(
     """Each backend's vectors against torch fp32: cosine and top-10 neighbour overlap (CPU)."""
     from recstream.bench_embed import movielens_item_texts, run_quality_bench
 
-    err = Console(stderr=True)
-    settings = _settings(err)
+    settings = settings_or_exit()
     export_dir = settings.embed_export_dir or settings.home / "onnx"
     chosen = [b.strip() for b in backends.split(",") if b.strip()]
-    with _clean_errors(err):
+    with clean_errors():
         texts = movielens_item_texts(dataset)
         result = run_quality_bench(texts[:limit] if limit else texts, chosen, export_dir)
     emit(result, json_file)
@@ -220,10 +190,9 @@ def bench_pipeline(
 
     from recstream.bench_pipeline import parse_overrides, run_pipeline_bench
 
-    err = Console(stderr=True)
-    settings = _settings(err)
+    settings = settings_or_exit()
     try:
-        with _clean_errors(err):
+        with clean_errors():
             result = run_pipeline_bench(
                 settings,
                 events,

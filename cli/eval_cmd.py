@@ -16,24 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from recstream.bench_cmd import bench_pipeline as bench_pipeline_command
+from recstream.cli_errors import err, settings_or_exit
 
 if TYPE_CHECKING:
-    from recstream.config.settings import Settings
-
-err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    from recstream.config.settings import load_settings
-
-    try:
-        return load_settings()
-    except Exception as exc:  # pydantic names the variable and the problem
-        err.print(f"[red]invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    pass
 
 
 def eval_command(
@@ -102,7 +90,7 @@ def eval_command(
             "engine; through Kafka they would cost an hour each)",
             param_hint="--ablations",
         )
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         metrics = run_eval(
             settings,

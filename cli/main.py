@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from recstream.bench_cmd import bench_app
-from recstream.config.settings import Settings, load_settings
+from recstream.cli_errors import err, fail, settings_or_exit
 from recstream.eval_cmd import bench_pipeline_command, eval_command
 from recstream.models.errors import RecstreamError
 
@@ -31,21 +31,6 @@ app.command("eval")(eval_command)
 bench_app.command("pipeline")(bench_pipeline_command)
 
 console = Console()
-err = Console(stderr=True)
-
-
-def _settings(**overrides: Any) -> Settings:
-    clean = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return load_settings(**clean)
-    except Exception as exc:  # pydantic's message names the variable and the problem
-        err.print(f"[red]invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
 
 
 # --- kafka -------------------------------------------------------------------------------------
@@ -54,14 +39,14 @@ def kafka_start() -> None:
     """Start the local broker (idempotent) and wait until it answers."""
     from recstream.local_kafka import LocalKafka
 
-    settings = _settings()
+    settings = settings_or_exit()
     if not settings.uses_local_broker:
         console.print(f"RECSTREAM_BOOTSTRAP is set ({settings.bootstrap}); no local broker needed.")
         return
     try:
         status = LocalKafka(settings).start()
     except RecstreamError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     console.print(f"kafka: {status.describe()}")
 
 
@@ -70,7 +55,7 @@ def kafka_stop() -> None:
     """Stop the local broker."""
     from recstream.local_kafka import LocalKafka
 
-    stopped = LocalKafka(_settings()).stop()
+    stopped = LocalKafka(settings_or_exit()).stop()
     console.print("kafka: stopped" if stopped else "kafka: was not running")
 
 
@@ -79,7 +64,7 @@ def kafka_status() -> None:
     """Show whether the local broker runs and answers."""
     from recstream.local_kafka import LocalKafka
 
-    status = LocalKafka(_settings()).status()
+    status = LocalKafka(settings_or_exit()).status()
     console.print(f"kafka: {status.describe()}")
     if not status.running:
         raise typer.Exit(3)
@@ -90,7 +75,7 @@ def kafka_reset() -> None:
     """Stop the local broker and delete its data (all topics); cached jars stay."""
     from recstream.local_kafka import LocalKafka
 
-    LocalKafka(_settings()).reset()
+    LocalKafka(settings_or_exit()).reset()
     console.print("kafka: stopped and data deleted")
 
 
@@ -100,13 +85,13 @@ def topics_create() -> None:
     """Create the events, items, recommendations and dead-letter topics (settings' partitions)."""
     from recstream.streams.admin import ensure_topics, topic_specs
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         created = ensure_topics(settings)
     except RecstreamError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     except Exception as exc:
-        raise _fail(
+        raise fail(
             RecstreamError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")
         ) from exc
     for name, partitions in topic_specs(settings).items():
@@ -124,7 +109,7 @@ def worker(
     """Run one pipeline worker (add more to scale; Kafka rebalances partitions)."""
     from recstream.worker import run_worker
 
-    settings = _settings(web_port=web_port, data_dir=data_dir, log_level=loglevel)
+    settings = settings_or_exit(web_port=web_port, data_dir=data_dir, log_level=loglevel)
     run_worker(settings)
 
 
@@ -137,13 +122,13 @@ def trainer(
     """Run the sequence-model trainer: one per cluster; workers pick up its snapshots."""
     from recstream.trainer import run_trainer_process
 
-    settings = _settings(
+    settings = settings_or_exit(
         trainer_every_events=every_events, trainer_every_s=every_s, snapshot_dir=snapshot_dir
     )
     try:
         run_trainer_process(settings)
     except RecstreamError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
 
 
 # --- produce -----------------------------------------------------------------------------------
@@ -172,7 +157,7 @@ def produce(
     from recstream.produce import produce as do_produce
     from recstream.streams.admin import ensure_topics
 
-    settings = _settings()
+    settings = settings_or_exit()
     if kind not in ("events", "items"):
         err.print(f"[red]error:[/red] kind must be events or items, got {kind!r}")
         raise typer.Exit(2)
@@ -185,7 +170,7 @@ def produce(
     try:
         ensure_topics(settings)
     except Exception as exc:
-        raise _fail(
+        raise fail(
             RecstreamError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")
         ) from exc
 
@@ -246,7 +231,7 @@ def tail(
     from recstream.tail import iter_lists
     from recstream.tail import tail as do_tail
 
-    settings = _settings()
+    settings = settings_or_exit()
     if as_json:
         lists = iter_lists(settings, from_beginning=from_beginning, timeout_s=timeout)
         for n, rec in enumerate(lists, start=1):
@@ -270,7 +255,7 @@ def demo(
     """Broker + worker + generated users: watch lists stream out, then stop what was started."""
     from recstream.demo import run_demo
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         run_demo(
             settings,
@@ -282,7 +267,7 @@ def demo(
             console=console,
         )
     except RecstreamError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
 
 
 # --- inspect -----------------------------------------------------------------------------------
@@ -301,18 +286,18 @@ def inspect_user(
 
     from rich.table import Table
 
-    settings = _settings()
+    settings = settings_or_exit()
     base = url or f"http://{settings.web_host}:{settings.web_port}"
     target = f"{base}/users/{urllib.parse.quote(user_id, safe='')}/"
     try:
         with urllib.request.urlopen(target, timeout=10) as resp:
             report = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        raise _fail(
+        raise fail(
             RecstreamError(f"{target}: {exc.code} {exc.read().decode(errors='replace')}")
         ) from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise _fail(
+        raise fail(
             RecstreamError(
                 f"no worker answers at {base} ({exc}); "
                 "start one with `recstream worker` or pass --url"
