@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -20,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from recstream.config.engine_params import engine_params
 from recstream.config.settings import Settings
-from recstream.evaluation.model_schedule import InProcessTrainer
+from recstream.evaluation.model_schedule import InProcessTrainer, SnapshotFeed, train_ahead
 from recstream.evaluation.replay import CandidatePool, CollectedList
 from recstream.models.catalog import Catalog
 from recstream.models.item_text import clean_text
@@ -117,6 +118,7 @@ def replay_inprocess(
     *,
     batch_size: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    feed: SnapshotFeed | None = None,
     **overrides: Any,
 ) -> InProcessResult:
     """Run the engine over `events` in order, a list after every event (debounce 0), in
@@ -124,14 +126,16 @@ def replay_inprocess(
 
     vectors: item id → vector (the catalogue's); encode: texts → unit vectors, for events with
     text (None: their text is ignored); batch_size: events per micro-batch (default the
-    workers' `batch_max_events`); overrides: EngineParams fields (e.g. eta=0.0).
+    workers' `batch_max_events`); feed: the sequence model's snapshots from a shared
+    `train_ahead` job over the same events and batches (None: trained here, on the same
+    schedule); overrides: EngineParams fields (e.g. eta=0.0).
     """
     dim = next((v.shape[0] for v in vectors.values()), 384)
     catalog = build_catalog(items, vectors, dim)
     params = engine_params(settings, **overrides).with_dim(dim)
     shared = params.shared_stats()
     engine = Recommender(params, catalog, shared)
-    trainer = InProcessTrainer(settings, engine)
+    trainer = InProcessTrainer(settings, engine, feed)
     texts = event_texts(events)
     text_vectors = dict(zip(texts, encode(texts), strict=True)) if texts and encode else {}
     size = batch_size or settings.batch_max_events
@@ -251,6 +255,15 @@ def precomputed(
     return lambda wanted: np.stack([table[t] for t in wanted])
 
 
+def trained_models(
+    settings: Settings, data: Any, vectors: Mapping[str, np.ndarray], folder: Path
+) -> int:
+    """The sequence model of every in-process replay of `data`, trained once (a job of the
+    evaluation, started before the replays it feeds); returns the number of training runs."""
+    dim = next((v.shape[0] for v in vectors.values()), 384)
+    return train_ahead(settings, build_catalog(data.items, vectors, dim), data.events, folder)
+
+
 @dataclass(frozen=True)
 class ScoredReplay(Generic[S]):
     """One in-process replay, scored: `result` kept only when asked (its lists are large)."""
@@ -269,10 +282,15 @@ def scored_replay(
     score: Callable[[Any], S],
     *,
     keep: bool,
+    models: Path | None = None,
 ) -> ScoredReplay[S]:
     """Replay `data` in-process with `overrides` and score it (`score`: ReplayResult → its
-    scores); one job of the evaluation (see parallel_jobs.py)."""
-    res = replay_inprocess(settings, data.items, data.events, vectors, encode, **overrides)
+    scores); one job of the evaluation (see parallel_jobs.py). models: the folder a
+    `trained_models` job writes the sequence model's snapshots to (None: trained here)."""
+    feed = None if models is None else SnapshotFeed(models)
+    res = replay_inprocess(
+        settings, data.items, data.events, vectors, encode, feed=feed, **overrides
+    )
     replayed = as_replay_result(settings, res, data.events)
     run = {
         "overrides": dict(overrides),

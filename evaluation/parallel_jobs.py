@@ -7,7 +7,10 @@ instead. Forking shares the inputs (events, item vectors) copy-on-write, so the 
 plain closures, never pickled; only their results travel back (pickled).
 
 Invariant: a job's result does not depend on where it ran (jobs share no mutable state and
-seed their own randomness), so any number of workers gives the same metrics.
+seed their own randomness), so any number of workers gives the same metrics. One job feeds
+others: the shared sequence-model trainer writes snapshots that the in-process replays wait
+for (evaluation/model_schedule.py). Jobs start in the order given, so it goes first: with
+several workers it is running before any replay waits, with one it has finished.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from recstream.evaluation.inprocess import (
     inprocess_variants,
     precomputed,
     scored_replay,
+    trained_models,
 )
 from recstream.evaluation.metrics import percentiles
 from recstream.evaluation.oracle import ORACLE, TrueInterestOracle
@@ -200,14 +201,21 @@ def run_eval(
 
     models, skipped = _baselines(settings, vectors, vector_source, data)
     jobs: dict[str, Callable[[], Any]] = {}
+    models_dir: Path | None = None
     if engine == "inprocess":
         variants = inprocess_variants(
             settings, SYSTEM_UNDER_TEST, fixed_weights=fixed_weights, ablations=ablations
         )
+        models_dir = _shared_models(inprocess_cfg, variants, out_dir)
+        if models_dir is not None:
+            # First, so that it is running before any replay waits on it (parallel_jobs.py).
+            jobs[SHARED_TRAINER] = partial(
+                trained_models, inprocess_cfg, data, vectors or {}, models_dir
+            )
         for name, overrides in variants.items():
             jobs[name] = partial(
                 scored_replay, inprocess_cfg, data, vectors or {}, encode, overrides, score,
-                keep=name in (SYSTEM_UNDER_TEST, "fixed_weights"),
+                keep=name in (SYSTEM_UNDER_TEST, "fixed_weights"), models=models_dir,
             )  # fmt: skip
     else:
         assert result is not None  # the Kafka replay above
@@ -223,7 +231,11 @@ def run_eval(
         )  # fmt: skip
     n_jobs = settings.eval_jobs or usable_cpus()
     console.print(f"{len(jobs)} jobs in {min(n_jobs, len(jobs))} processes: {', '.join(jobs)}")
-    done = run_jobs(jobs, n_jobs, lambda name, wall: console.print(f"  {name}: {wall:.1f} s"))
+    try:
+        done = run_jobs(jobs, n_jobs, lambda name, wall: console.print(f"  {name}: {wall:.1f} s"))
+    finally:
+        if models_dir is not None:
+            shutil.rmtree(models_dir, ignore_errors=True)
     ablated: dict[str, ScoreCard] = {}
     ablation_runs: dict[str, dict[str, Any]] = {}
     fixed_card = None
@@ -427,6 +439,22 @@ def _replays(
     if not result.lists:
         raise RecstreamError(f"no list arrived; see {result.worker_logs}")
     return result, fixed_result
+
+
+#: The job that trains the sequence model once for every in-process replay of a run.
+SHARED_TRAINER = "sequence model"
+
+
+def _shared_models(settings: Settings, variants: Mapping[str, Any], out_dir: Path) -> Path | None:
+    """Where one shared job writes the sequence model's snapshots for the in-process replays
+    (evaluation/model_schedule.py), or None: one replay only, or no model, so each replay
+    trains its own (or none). The folder is new and empty."""
+    if len(variants) < 2 or not settings.trainer_every_events:
+        return None
+    folder = out_dir / ".model-snapshots"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def _text_encoder(

@@ -210,6 +210,8 @@ def test_eval_inprocess_with_ablations_reports_candidate_recall(tmp_path: Path) 
     assert all(section in report for section in (*SECTIONS, "## Ablations"))
     assert "| no_exploration | exploration_share=0.0 |" in report
     (served,) = metrics["model_timeline"]  # prequential: trained on the first batch only
+    # The four replays were fed by one shared trainer, whose snapshot folder is gone.
+    assert not (out / ".model-snapshots").exists()
     assert served["first_event"] == served["trained_events"] == 500
     assert "## Sequence model versions" in report
 
