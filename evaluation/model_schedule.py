@@ -142,10 +142,13 @@ class SnapshotFeed:
         path = snapshot_path(self.folder, start)
         began = time.perf_counter()
         while not path.exists():
-            failed = self.folder / "failed"
-            if failed.exists():
-                raise JobFailed(f"the shared sequence-model trainer failed: {failed.read_text()}")
-            if (self.folder / "done").exists():
+            failed, done = self.folder / "failed", self.folder / "done"
+            ended = failed.exists() or done.exists()
+            # The trainer writes a snapshot before it ends: look once more, it may be there now.
+            if ended and not path.exists():
+                if failed.exists():
+                    why = failed.read_text()
+                    raise JobFailed(f"the shared sequence-model trainer failed: {why}")
                 raise JobFailed(f"the shared trainer made no model for the batch at {start}")
             time.sleep(self.poll_s)
         self.waited_s += time.perf_counter() - began

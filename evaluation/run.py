@@ -374,9 +374,9 @@ def _replays(
     concurrent: bool,
 ) -> tuple[ReplayResult, ReplayResult | None]:
     """The replay under test and, with `fixed_weights` and the fused ranker, the same replay
-    with η = η_global = 0: after it, or (`concurrent`) at the same time in a thread, quietly
-    (one progress display). Either failing stops the other. Raises when the replay under
-    test published no list."""
+    with η = η_global = 0: after it, with its own trainer, or (`concurrent`) at the same time
+    in a thread, quietly (one progress display), serving the run under test's snapshots.
+    Either failing stops the other. Raises when the replay under test published no list."""
     cancel = threading.Event()
     fixed = fixed_weights and settings.ranker == "fused"
     together = fixed and concurrent
@@ -388,7 +388,7 @@ def _replays(
         settings = settings.model_copy(update={"embed_threads": threads})
 
     def run_pipeline(
-        work_dir: Path, out: Console, overrides: dict[str, Any] | None = None
+        work_dir: Path, out: Console, overrides: dict[str, Any] | None = None, trainer: bool = True
     ) -> ReplayResult:
         try:
             return replay(
@@ -402,7 +402,7 @@ def _replays(
                 console=out,
                 overrides=overrides,
                 embedding_cache=settings.home / "eval-cache" / "embedding-cache",
-                trainer=True,  # the sequence model, as the in-process replay trains it
+                trainer=trainer,  # the sequence model, as the in-process replay trains it
                 cancel=cancel,
             )
         except BaseException:
@@ -416,8 +416,12 @@ def _replays(
             "[bold]fixed_weights[/bold] (the same replay with η = η_global = 0) runs alongside, "
             "on its own topics and worker"
         )
+        # One trainer for both: the twin's workers read the η run's snapshot folder (as a
+        # second worker of that run would), so the control differs from the run under test
+        # in η alone, and the two cores carry one trainer instead of two.
+        shared = {**frozen, "snapshot_dir": out_dir / "workers" / "snapshots"}
         with ThreadPoolExecutor(1, thread_name_prefix="fixed-weights") as pool:
-            later = pool.submit(run_pipeline, fixed_dir, Console(quiet=True), frozen)
+            later = pool.submit(run_pipeline, fixed_dir, Console(quiet=True), shared, False)
             try:
                 result = run_pipeline(out_dir, console)
             except ReplayCancelled:

@@ -108,6 +108,9 @@ def test_eval_on_a_movielens_slice_writes_every_metric(broker: Settings, tmp_pat
         assert metrics["run"]["concurrent_replays"] is True
         assert "ran at the same time" in (out / "report.md").read_text()
         assert 1 <= metrics["settings"]["embed_threads"] <= max(1, (os.cpu_count() or 2) // 2)
+        # One trainer for both replays: the twin's workers read the η run's snapshot folder.
+        assert (out / "workers" / "trainer.log").is_file()
+        assert not (out / "fixed_weights" / "workers" / "trainer.log").exists()
     assert systems["recstream"]["missing"] == 0, "a list reflecting a previous event was lost"
     assert set(metrics["latency_ms"]) >= {"p50", "p95", "p99"}
     assert 0 < metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"]
