@@ -302,13 +302,17 @@ class Recommender:
 
         `states` are taken over (updated in place and returned in `Applied.states`). lists:
         "every" publishes a list after every applied event, "last" one per user (after its last
-        event in the batch), "none" only learns. A duplicate event (id already applied)
+        event in the batch), "none" only learns (and takes no snapshot of a user never served
+        a list: its feedback has no list to teach about). A duplicate event (id already applied)
         changes nothing; an event the state refuses (RecstreamError) is reported in
         `rejected` and changes nothing.
         """
         out = Applied()
         last: dict[str, Request] = {}
         consumed: dict[str, list[int]] = {}
+        # Users who can give no feedback in this batch: only learning ("none"), and no list
+        # served to them before. A state-only worker then snapshots and ranks nothing.
+        mute: set[str] = set()
         prior = self._category_prior()
         for ev in events:
             rec = out.states.get(ev.user_id) or states.get(ev.user_id) or self.new_state()
@@ -318,9 +322,11 @@ class Recommender:
             if ev.user_id not in out.states:
                 upgraded(rec, len(SIGNAL_NAMES))
                 out.states[ev.user_id] = rec
-                consumed[ev.user_id] = self._consumed_rows(rec)
+                if lists == "none" and not rec.served:
+                    mute.add(ev.user_id)
+                consumed[ev.user_id] = [] if ev.user_id in mute else self._consumed_rows(rec)
             sign = self._sign(ev)
-            if sign and ev.item_id and ev.user_id not in last:
+            if sign and ev.item_id and ev.user_id not in last and ev.user_id not in mute:
                 # The first event of the batch is feedback: its item needs signals as of the
                 # state before the batch (a snapshot that publishes nothing).
                 pre = self._snapshot(ev.user_id, rec, None, ev.shard, consumed, prior)
@@ -333,6 +339,8 @@ class Recommender:
                 out.rejected.append((ev.event_id, str(exc)))
                 continue
             out.applied += 1
+            if ev.user_id in mute:
+                continue
             if sign and ev.item_id:
                 last[ev.user_id].probe = ev.item_id
             req = self._snapshot(ev.user_id, rec, ev.event_id, ev.shard, consumed, prior)

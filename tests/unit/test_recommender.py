@@ -244,6 +244,26 @@ def test_last_gives_one_list_per_user_and_none_gives_none(events: list[Event]) -
 
 
 @FAST
+@given(event_lists(), st.sets(st.sampled_from(USERS)))
+def test_none_learns_the_weights_last_learns_and_snapshots_no_user_never_served(
+    events: list[Event], unserved: set[str]
+) -> None:
+    """With lists off the η rule still learns from feedback on lists of earlier batches,
+    exactly as with one list per user; a user never served a list gets no snapshot."""
+    states = {u: r for u, r in STATES.items() if u not in unserved}  # the others start new
+    applied_last, _ = run(events, states, lists="last")
+    applied_none, none = run(events, states, lists="none")
+    assert none == []
+    assert {r.user_id for r in applied_none.requests} <= set(USERS) - unserved
+    for user, rec in applied_none.states.items():
+        assert rec.weights.to_bytes() == applied_last.states[user].weights.to_bytes()
+        assert rec.interest.to_bytes() == applied_last.states[user].interest.to_bytes()
+    assert {s: d.weights for s, d in applied_none.deltas.items()} == {
+        s: d.weights for s, d in applied_last.deltas.items()
+    }
+
+
+@FAST
 @given(event_lists())
 def test_same_inputs_give_identical_lists(events: list[Event]) -> None:
     a_applied, a = run(events)
